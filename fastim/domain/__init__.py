@@ -1,0 +1,1 @@
+"""The chat domain: messages, groups and sessions, and the ports they need."""

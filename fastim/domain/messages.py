@@ -1,0 +1,68 @@
+"""The Messages service: posting, reading and recalling a group's messages."""
+
+from __future__ import annotations
+
+from fastim.domain.errors import InvalidArgument, MessageNotFound, RecallWindowExpired
+from fastim.domain.model import Message, Page, Recall
+from fastim.domain.ports import Broker, Clock, MessageRepository
+
+
+class Messages:
+    def __init__(
+        self,
+        repository: MessageRepository,
+        broker: Broker,
+        clock: Clock,
+        *,
+        message_timeout: int,
+        list_num: int,
+        recall_time_limit: int,
+        history_max: int = 0,
+    ) -> None:
+        self._repository = repository
+        self._broker = broker
+        self._clock = clock
+        self._message_timeout = message_timeout
+        self._list_num = list_num
+        self._recall_window_ms = recall_time_limit * 1000
+        self._history_max = history_max
+
+    async def post(self, group_id: str, user_id: str, info: str) -> Message:
+        """Store a new message, then announce it to the group on every node.
+
+        It is published only once stored, so every message a client receives
+        is also in the group's history.
+        """
+        message = Message(group_id=group_id, user_id=user_id, info=info, ts=self._clock.now_ms())
+        await self._repository.append(message, self._message_timeout, self._history_max)
+        await self._broker.publish(message)
+        return message
+
+    async def latest(self, group_id: str) -> Page:
+        """What a chat socket receives on open: the newest ``list_num`` messages and the total."""
+        return await self._repository.newest(group_id, self._list_num)
+
+    async def range(self, group_id: str, start: int, end: int) -> list[Message]:
+        return await self._repository.range(group_id, start, end)
+
+    async def before(self, group_id: str, user_id: str, ts: int, count: int) -> list[Message] | None:
+        """Up to ``count`` messages before the message (user_id, ts); ``None`` if it does not exist."""
+        if count < 0:
+            raise InvalidArgument("count must not be negative")
+        return await self._repository.before(group_id, user_id, ts, count)
+
+    async def recall(self, group_id: str, user_id: str, ts: int) -> Recall:
+        """Remove the caller's own message (user_id, ts) while the recall window is open.
+
+        The window is inclusive: a message exactly ``recall_time_limit``
+        seconds old may still be recalled. Another user's message never
+        matches, since the author is part of the message's identity.
+        """
+        if self._clock.now_ms() - ts > self._recall_window_ms:
+            raise RecallWindowExpired(f"messages older than {self._recall_window_ms // 1000} s cannot be recalled")
+        removed = await self._repository.remove(group_id, user_id, ts)
+        if removed is None:
+            raise MessageNotFound(f"no message of user {user_id} at {ts} in group {group_id}")
+        recall = Recall(group_id=group_id, user_id=user_id, ts=ts)
+        await self._broker.publish(recall)
+        return recall

@@ -1,0 +1,119 @@
+"""The ports the domain services depend on; adapters in fastim.infrastructure implement them.
+
+Every storage call is one round trip to the storage, and raises
+:class:`fastim.domain.errors.StorageUnavailable` when the storage does not answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from fastim.domain.model import Event, GroupSummary, Message, Page
+
+
+class Clock(Protocol):
+    """The time source of the domain and of the in-memory TTLs."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
+
+
+class MessageRepository(Protocol):
+    """Each group's message list, oldest first (``gml:{groupId}``)."""
+
+    async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> int:
+        """Add ``message`` at the end of its group's list and renew the list's TTL.
+
+        With ``max_length > 0`` the oldest messages beyond that many are dropped
+        in the same round trip. Returns the number of messages now in the list.
+        """
+        ...
+
+    async def newest(self, group_id: str, count: int) -> Page:
+        """The newest ``count`` messages (oldest first) and the total; ``count <= 0`` gives none."""
+        ...
+
+    async def range(self, group_id: str, start: int, end: int) -> list[Message]:
+        """Messages with list index ``start..end`` inclusive, negative indexes counting from the end."""
+        ...
+
+    async def before(self, group_id: str, user_id: str, ts: int, count: int) -> list[Message] | None:
+        """Up to ``count`` messages just before the anchor (user_id, ts), oldest first.
+
+        The anchor is searched from the newest message backwards; ``None`` when
+        the group has no such message.
+        """
+        ...
+
+    async def remove(self, group_id: str, user_id: str, ts: int) -> Message | None:
+        """Remove the newest message matching (user_id, ts); the removed message, or ``None``."""
+        ...
+
+    async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:
+        """The newest message (or ``None``) and the total of each group, in the given order."""
+        ...
+
+
+class MembershipRepository(Protocol):
+    """The groups each user joined (``ugs:{userId}``)."""
+
+    async def join(self, user_id: str, group_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def groups_of(self, user_id: str) -> list[str]:
+        ...
+
+    async def is_member(self, user_id: str, group_id: str) -> bool:
+        ...
+
+
+class TokenRepository(Protocol):
+    """Login tokens (``login:{userId}``), one per user."""
+
+    async def issue(self, user_id: str, token: str, ttl_seconds: int) -> None:
+        """Store ``token`` as the user's token, replacing any earlier one."""
+        ...
+
+    async def check_and_renew(self, user_id: str, token: str, ttl_seconds: int) -> bool:
+        """True when ``token`` is the user's current token; its TTL is then renewed."""
+        ...
+
+
+class Authenticator(Protocol):
+    """Decides whether a login attempt may have a token (fast-im's UserService)."""
+
+    async def authenticate(self, user_id: str, password: str) -> bool:
+        ...
+
+
+EventListener = Callable[[str, Event], Awaitable[None] | None]
+
+
+class Broker(Protocol):
+    """Publish/subscribe of each group's events (``mq:{groupId}``) across nodes."""
+
+    async def publish(self, event: Event) -> None:
+        """Deliver ``event`` to the listeners of its group on every node."""
+        ...
+
+    async def subscribe(self, group_id: str, listener: EventListener) -> None:
+        """Call ``listener(group_id, event)`` for each event of the group until unsubscribed."""
+        ...
+
+    async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
+        """Undo one :meth:`subscribe`; unknown pairs are ignored."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class Storage(Protocol):
+    """The readiness probe of the storage behind the repositories."""
+
+    async def ping(self) -> bool:
+        """True when the storage answers."""
+        ...

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fastim",
+    version="0.1.0",
+    description="Distributed group-chat server, wire-compatible with fast-im",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fastim", "fastim.*"]),
+    include_package_data=True,
+    package_data={"fastim": ["interfaces/web/static/*"]},
+    install_requires=[
+        "tornado>=6.3,<7",
+        "redis[hiredis]>=5.0",
+        "marshmallow>=3.20",
+        "dependency-injector>=4.41",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornado>=0.8.1",
+            "fakeredis[lua]>=2.20",
+        ],
+    },
+    entry_points={"console_scripts": ["fastim = fastim.cli:main"]},
+)
