@@ -1,0 +1,43 @@
+"""An in-process Broker: the single-node backend's fan-out, same contract as Redis pub/sub."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+from fastim.domain.model import Event
+from fastim.domain.ports import EventListener
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryBroker:
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[EventListener]] = {}
+
+    @property
+    def subscribed_groups(self) -> frozenset[str]:
+        return frozenset(self._listeners)
+
+    async def publish(self, event: Event) -> None:
+        for listener in list(self._listeners.get(event.group_id, ())):
+            try:
+                result = listener(event.group_id, event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("listener of group %s failed", event.group_id)
+
+    async def subscribe(self, group_id: str, listener: EventListener) -> None:
+        self._listeners.setdefault(group_id, []).append(listener)
+
+    async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
+        listeners = self._listeners.get(group_id)
+        if not listeners or listener not in listeners:
+            return
+        listeners.remove(listener)
+        if not listeners:
+            del self._listeners[group_id]
+
+    async def close(self) -> None:
+        self._listeners.clear()

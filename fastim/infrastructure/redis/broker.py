@@ -1,0 +1,231 @@
+"""The Redis broker: PUBLISH on ``mq:{groupId}``, and one pub/sub connection per node fanning events out."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from fastim.domain.codec import InvalidPayload, decode_event, encode_event
+from fastim.domain.model import Event
+from fastim.domain.ports import EventListener
+from fastim.infrastructure.redis import keys
+from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+
+logger = logging.getLogger(__name__)
+
+# How long one read waits for a message before the reader looks at its own
+# state again (a failed SUBSCRIBE to retry, groups to add or drop).
+POLL_SECONDS = 1.0
+# Reconnect delays: the first retry is quick enough for a Redis restart, the
+# cap keeps a long outage from costing more than a connect attempt every 5 s.
+BACKOFF_INITIAL_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 5.0
+_BACKOFF_MAX_DOUBLINGS = 32  # beyond this the cap always wins; avoids float overflow
+
+
+class RedisBroker:
+    """Publishes on the normal client; receives on one dedicated pub/sub connection.
+
+    The connection subscribes to ``mq:{g}`` only while ``g`` has listeners on
+    this node. A reader task, started with the first subscription, decodes each
+    payload once and calls every listener of the group. It survives a bad
+    payload, a failing listener and the loss of Redis: it reconnects with
+    capped exponential backoff and subscribes again to every group that still
+    has listeners.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
+        backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
+    ) -> None:
+        self._client = client
+        self._poll_seconds = poll_seconds
+        self._backoff_initial = backoff_initial_seconds
+        self._backoff_cap = backoff_cap_seconds
+        self._listeners: dict[str, list[EventListener]] = {}
+        self._pubsub: PubSub | None = None
+        self._subscribed: set[str] = set()  # groups SUBSCRIBEd on the current connection
+        self._lock = asyncio.Lock()  # one actor at a time changes the connection's subscriptions
+        self._wakeup = asyncio.Event()  # set when the reader may have something to read
+        self._reader: asyncio.Task[None] | None = None
+        self._broken = False  # a caller's SUBSCRIBE failed: the reader must reconnect
+        self._down = False  # the reader is recovering; callers leave subscribing to it
+        self._failures = 0
+        self._reconnects = 0
+        self._closed = False
+
+    @property
+    def subscribed_groups(self) -> frozenset[str]:
+        """The groups whose channel is subscribed on Redis right now."""
+        return frozenset(self._subscribed)
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the pub/sub connection was re-established after a loss."""
+        return self._reconnects
+
+    async def publish(self, event: Event) -> None:
+        channel = keys.channel(event.group_id)
+        with storage_errors(f"publish to {channel}"):
+            await self._client.publish(channel, encode_event(event))
+
+    async def subscribe(self, group_id: str, listener: EventListener) -> None:
+        """Register ``listener``; it stays registered even when Redis cannot be told now.
+
+        Registering first means a failed SUBSCRIBE loses nothing: the reader
+        subscribes every group with listeners once Redis answers again.
+        """
+        if self._closed:
+            raise RuntimeError("the broker is closed")
+        self._listeners.setdefault(group_id, []).append(listener)
+        self._start_reader()
+        self._wakeup.set()
+        await self._sync_for_caller()
+
+    async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
+        listeners = self._listeners.get(group_id)
+        if listeners is None or listener not in listeners:
+            return
+        listeners.remove(listener)
+        if not listeners:
+            del self._listeners[group_id]
+        await self._sync_for_caller()
+
+    async def close(self) -> None:
+        """Stop the reader and close the pub/sub connection; the client stays open. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            # wait() neither re-raises the reader's cancellation nor swallows ours.
+            await asyncio.wait([reader])
+        async with self._lock:
+            await self._drop_connection()
+
+    def _start_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_forever(), name="fastim-redis-broker-reader"
+            )
+
+    async def _sync_for_caller(self) -> None:
+        if self._closed or self._down:
+            return  # the reader resubscribes when it is back
+        try:
+            await self._sync()
+        except STORAGE_ERRORS as exc:
+            logger.warning("redis pub/sub unavailable (%s); the reader will resubscribe", describe(exc))
+            self._broken = True
+
+    async def _sync(self) -> None:
+        """Make the connection's subscriptions match the groups that have listeners."""
+        async with self._lock:
+            if self._closed:
+                return
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
+                self._subscribed = set()
+            wanted = set(self._listeners)
+            added = sorted(wanted - self._subscribed)
+            removed = sorted(self._subscribed - wanted)
+            if added:
+                await self._pubsub.subscribe(*(keys.channel(g) for g in added))
+                self._subscribed.update(added)
+            if removed:
+                await self._pubsub.unsubscribe(*(keys.channel(g) for g in removed))
+                self._subscribed.difference_update(removed)
+
+    async def _drop_connection(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        self._subscribed = set()
+        self._broken = False
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except Exception as exc:  # the connection is being thrown away anyway
+                logger.debug("closing the pub/sub connection failed: %s", describe(exc))
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                await self._read_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failures += 1
+                if not isinstance(exc, STORAGE_ERRORS):
+                    logger.exception("redis pub/sub reader failed; reconnecting")
+                elif self._failures == 1:
+                    logger.warning("redis pub/sub connection lost (%s); reconnecting", describe(exc))
+                else:  # one warning per outage, not one per attempt
+                    logger.debug("redis pub/sub reconnect attempt %d failed: %s", self._failures, describe(exc))
+                self._down = True
+                async with self._lock:
+                    await self._drop_connection()
+                await asyncio.sleep(self._backoff_seconds())
+
+    async def _read_once(self) -> None:
+        if not self._listeners:
+            # Nothing subscribed, nothing to read: sleep until a subscribe.
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            return
+        if self._broken:
+            raise RedisConnectionError("a SUBSCRIBE or UNSUBSCRIBE failed")
+        if self._pubsub is None or self._subscribed != self._listeners.keys():
+            await self._sync()
+            if self._down:
+                logger.info(
+                    "redis pub/sub reconnected after %d failed attempts; %d groups subscribed",
+                    self._failures,
+                    len(self._subscribed),
+                )
+                self._down = False
+                self._failures = 0
+                self._reconnects += 1
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._poll_seconds)
+        if message is not None:
+            await self._deliver(message)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        channel = message.get("channel")
+        group_id = keys.group_of_channel(channel) if channel is not None else None
+        if group_id is None:
+            return
+        try:
+            event = decode_event(message.get("data", ""))
+        except InvalidPayload as exc:
+            logger.warning("dropping an invalid payload on %s: %s", channel, exc)
+            return
+        # A copy: a listener may unsubscribe (itself or another) while we deliver.
+        for listener in tuple(self._listeners.get(group_id, ())):
+            try:
+                result = listener(group_id, event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("a listener of group %s failed", group_id)
+
+    def _backoff_seconds(self) -> float:
+        doublings = min(self._failures - 1, _BACKOFF_MAX_DOUBLINGS)
+        ceiling = min(self._backoff_cap, self._backoff_initial * 2**doublings)
+        # Equal jitter: nodes that lost Redis together do not all return at once.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)

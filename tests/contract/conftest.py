@@ -1,0 +1,135 @@
+"""The three backends every port contract runs against: memory, Redis on fakeredis, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+
+from fastim.infrastructure.clock import ManualClock, SystemClock
+from fastim.infrastructure.memory.broker import MemoryBroker
+from fastim.infrastructure.memory.repositories import (
+    MemoryMembershipRepository,
+    MemoryMessageRepository,
+    MemoryStorage,
+    MemoryTokenRepository,
+)
+from fastim.infrastructure.redis.broker import RedisBroker
+from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.repositories import (
+    RedisMembershipRepository,
+    RedisMessageRepository,
+    RedisStorage,
+    RedisTokenRepository,
+)
+
+
+@dataclass
+class Backend:
+    name: str
+    messages: Any
+    memberships: Any
+    tokens: Any
+    storage: Any
+    clock: Any
+    new_broker: Any  # () -> a Broker; two calls are two nodes on the same storage
+    raw: Any = None  # the underlying redis client, for assertions on keys
+
+    async def elapse(self, seconds: float) -> None:
+        """Let TTLs run: the manual clock moves, Redis really waits."""
+        if isinstance(self.clock, ManualClock):
+            self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+
+def _memory_backend() -> tuple[Backend, list]:
+    clock = ManualClock()
+    broker = MemoryBroker()  # one process: every "node" shares the in-process broker
+    backend = Backend(
+        name="memory",
+        messages=MemoryMessageRepository(clock),
+        memberships=MemoryMembershipRepository(),
+        tokens=MemoryTokenRepository(clock),
+        storage=MemoryStorage(),
+        clock=clock,
+        new_broker=lambda: broker,
+    )
+    return backend, [broker]
+
+
+def _redis_backend(name: str, new_client) -> tuple[Backend, list]:
+    client = new_client()
+    closables: list = [client]
+
+    def new_broker():
+        broker_client = new_client()
+        broker = RedisBroker(broker_client)
+        closables.extend([broker, broker_client])
+        return broker
+
+    backend = Backend(
+        name=name,
+        messages=RedisMessageRepository(client),
+        memberships=RedisMembershipRepository(client),
+        tokens=RedisTokenRepository(client),
+        storage=RedisStorage(client),
+        clock=SystemClock(),
+        new_broker=new_broker,
+        raw=client,
+    )
+    return backend, closables
+
+
+@pytest.fixture(params=["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request, io_loop):
+    if request.param == "memory":
+        backend, closables = _memory_backend()
+    elif request.param == "fakeredis":
+        server = fakeredis.FakeServer()
+        backend, closables = _redis_backend(
+            "fakeredis", lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        )
+    else:
+        server = request.getfixturevalue("fresh_redis")
+        backend, closables = _redis_backend("redis", lambda: make_client(server.url))
+    yield backend
+
+    async def close_all():
+        for closable in reversed(closables):
+            if hasattr(closable, "aclose"):
+                await closable.aclose()
+            else:
+                await closable.close()
+
+    io_loop.run_sync(close_all)
+
+
+async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01) -> None:
+    """Poll an async or sync predicate until it holds; fail the test after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def wait_subscribed(backend: Backend, group_id: str, count: int = 1) -> None:
+    """Redis confirms SUBSCRIBE asynchronously: wait until the server counts the subscribers."""
+    if backend.raw is None:
+        return
+
+    async def subscribed():
+        [(_, number)] = await backend.raw.pubsub_numsub(f"mq:{group_id}")
+        return number >= count
+
+    await wait_for(subscribed)

@@ -1,0 +1,100 @@
+"""Contract of Broker, run against every backend; two brokers stand for two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fastim.domain.model import Message, Recall
+from tests.contract.conftest import wait_for, wait_subscribed
+
+T0 = 1_648_368_380_132
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, group_id, event) -> None:
+        self.events.append((group_id, event))
+
+
+@pytest.mark.gen_test
+async def test_an_event_published_on_one_node_reaches_a_listener_on_another(backend):
+    node_a, node_b = backend.new_broker(), backend.new_broker()
+    inbox = Inbox()
+    await node_a.subscribe("g1", inbox)
+    await wait_subscribed(backend, "g1")
+    message = Message("g1", "3", "hello", T0)
+    recall = Recall("g1", "3", T0)
+    await node_b.publish(message)
+    await node_b.publish(recall)
+    await wait_for(lambda: len(inbox.events) == 2)
+    assert inbox.events == [("g1", message), ("g1", recall)]
+
+
+@pytest.mark.gen_test
+async def test_groups_are_isolated(backend):
+    broker = backend.new_broker()
+    inbox = Inbox()
+    await broker.subscribe("g1", inbox)
+    await wait_subscribed(backend, "g1")
+    await broker.publish(Message("g2", "1", "elsewhere", T0))
+    await broker.publish(Message("g1", "1", "here", T0 + 1))
+    await wait_for(lambda: inbox.events)
+    await asyncio.sleep(0.05)
+    assert [event.info for _, event in inbox.events] == ["here"]
+
+
+@pytest.mark.gen_test
+async def test_async_listeners_are_awaited_and_a_failing_one_does_not_stop_others(backend):
+    broker = backend.new_broker()
+    received = []
+
+    def failing(group_id, event):
+        raise RuntimeError("boom")
+
+    async def good(group_id, event):
+        received.append(event)
+
+    await broker.subscribe("g1", failing)
+    await broker.subscribe("g1", good)
+    await wait_subscribed(backend, "g1")
+    await broker.publish(Message("g1", "1", "a", T0))
+    await broker.publish(Message("g1", "1", "b", T0 + 1))
+    await wait_for(lambda: len(received) == 2)
+    assert [event.info for event in received] == ["a", "b"]
+
+
+@pytest.mark.gen_test
+async def test_unsubscribe_stops_delivery_to_that_listener_only(backend):
+    broker = backend.new_broker()
+    stays, leaves = Inbox(), Inbox()
+    await broker.subscribe("g1", stays)
+    await broker.subscribe("g1", leaves)
+    await wait_subscribed(backend, "g1")
+    await broker.unsubscribe("g1", leaves)
+    await broker.unsubscribe("g1", leaves)  # twice is harmless
+    await broker.publish(Message("g1", "1", "a", T0))
+    await wait_for(lambda: stays.events)
+    await asyncio.sleep(0.05)
+    assert leaves.events == []
+
+
+@pytest.mark.gen_test
+async def test_the_last_unsubscribe_releases_the_group(backend):
+    broker = backend.new_broker()
+    inbox = Inbox()
+    await broker.subscribe("g1", inbox)
+    await wait_subscribed(backend, "g1")
+    assert "g1" in broker.subscribed_groups
+    await broker.unsubscribe("g1", inbox)
+    assert "g1" not in broker.subscribed_groups
+    if backend.raw is not None:
+
+        async def released():
+            [(_, number)] = await backend.raw.pubsub_numsub("mq:g1")
+            return number == 0
+
+        await wait_for(released)
