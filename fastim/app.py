@@ -1,0 +1,61 @@
+"""make_app(container): the route table of one node."""
+
+from __future__ import annotations
+
+import tornado.web
+
+from fastim.container import Container
+from fastim.interfaces.http.base import HttpContext, NotFoundHandler
+from fastim.interfaces.http.group import DelMessageHandler, ListMessageHandler, ListOldMessageHandler
+from fastim.interfaces.http.health import HealthHandler, ReadyHandler
+from fastim.interfaces.http.openapi import OpenApiHandler, build_document
+from fastim.interfaces.http.user import JoinGroupHandler, ListGroupHandler, LoginHandler
+from fastim.interfaces.ws.chat import ChatSocket
+from fastim.interfaces.ws.group_list import GroupListSocket
+
+SEGMENT = r"([^/]+)"  # a non-empty path segment: fast-im's token "may not be empty"
+
+
+def socket_routes(container: Container) -> list[tuple]:
+    common = {"sessions": container.sessions(), "cors": container.cors(), "hub": container.hub()}
+    chat = {**common, "messages": container.messages(), "groups": container.groups(), "limits": container.chat_limits()}
+    group_list = {
+        **common,
+        "groups": container.groups(),
+        "refresher": container.membership_refresher(),
+        "update_rate": container.config.im.group_list_update_rate(),
+    }
+    return [
+        (rf"/group/chat/{SEGMENT}/{SEGMENT}/{SEGMENT}", ChatSocket, chat),
+        (rf"/group/list/{SEGMENT}/{SEGMENT}", GroupListSocket, group_list),
+    ]
+
+
+def http_routes(container: Container) -> list[tuple]:
+    http = container.http_context()
+    messages, groups, sessions = container.messages(), container.groups(), container.sessions()
+    return [
+        (r"/user/login", LoginHandler, {"http": http, "sessions": sessions}),
+        (r"/user/joinGroup", JoinGroupHandler, {"http": http, "groups": groups}),
+        (r"/user/listGroup", ListGroupHandler, {"http": http, "groups": groups}),
+        (r"/group/listMessage", ListMessageHandler, {"http": http, "messages": messages}),
+        (r"/group/listOldMessage", ListOldMessageHandler, {"http": http, "messages": messages}),
+        (r"/group/delMessage", DelMessageHandler, {"http": http, "messages": messages}),
+        (r"/healthz", HealthHandler, {"http": http}),
+        (r"/readyz", ReadyHandler, {"http": http, "storage": container.storage()}),
+    ]
+
+
+def make_app(container: Container) -> tornado.web.Application:
+    http = container.http_context()
+    routes = http_routes(container)
+    document = build_document([(path, handler) for path, handler, _ in routes] + [("/openapi.json", OpenApiHandler)], http.gate)
+    routes.append((r"/openapi.json", OpenApiHandler, {"http": http, "document": document}))
+    routes.extend(socket_routes(container))
+    return tornado.web.Application(
+        routes,
+        # Frames a little over the message limit still get a 413 answer; far larger ones close the socket (1009).
+        websocket_max_message_size=max(64 * 1024, 4 * container.config.im.max_message_bytes()),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"http": http},
+    )

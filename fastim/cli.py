@@ -1,0 +1,90 @@
+"""The ``fastim`` command: parse arguments, load settings, serve; map failures to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fastim import __version__
+from fastim.logs import configure_logging
+from fastim.settings import SettingsError, load_settings
+
+EXIT_OK = 0
+# The conventional status for a usage or configuration error (argparse uses it too).
+EXIT_USAGE = 2
+# What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+# serve flag -> (section, key) of the setting it overrides
+SERVE_FLAGS = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "backend": ("storage", "backend"),
+    "redis_url": ("storage", "redis_url"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastim",
+        description="fastim: a distributed group-chat server, wire-compatible with fast-im.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="start a node",
+        description="Start a node. Precedence: flag > FASTIM_<SECTION>_<KEY> > settings file > defaults.",
+    )
+    serve.add_argument(
+        "--config", metavar="PATH",
+        help="settings file (default: ./settings.ini when it exists, else built-in defaults)",
+    )
+    # Values stay strings here: the settings schema validates them like every
+    # other source, so a bad flag gets the same one-line error.
+    serve.add_argument("--host", help="address to listen on ([server] host)")
+    serve.add_argument("--port", help="port to listen on ([server] port)")
+    serve.add_argument("--backend", metavar="memory|redis", help="storage backend ([storage] backend)")
+    serve.add_argument("--redis-url", metavar="URL", help="Redis to use with --backend redis ([storage] redis_url)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "serve":
+        return _serve(args)
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {
+        setting: getattr(args, flag)
+        for flag, setting in SERVE_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    try:
+        settings = load_settings(args.config, os.environ, overrides)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    # Imported here so that `fastim --help` and a settings error need neither
+    # Tornado nor the container.
+    from fastim.server import StartupError, run
+
+    try:
+        return run(settings)
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str) -> int:
+    print(f"fastim: {message}", file=sys.stderr)
+    return EXIT_USAGE

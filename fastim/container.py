@@ -1,0 +1,124 @@
+"""The composition root: the only module that names adapters.
+
+settings -> Redis client -> repositories and broker -> services -> handlers.
+Choosing the backend is one ``Selector`` on ``config.storage.backend``.
+"""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from fastim.domain.groups import Groups
+from fastim.domain.messages import Messages
+from fastim.domain.sessions import Sessions
+from fastim.infrastructure.auth import AcceptAnyPassword
+from fastim.infrastructure.clock import SystemClock
+from fastim.infrastructure.memory.broker import MemoryBroker
+from fastim.infrastructure.memory.repositories import (
+    MemoryMembershipRepository,
+    MemoryMessageRepository,
+    MemoryStorage,
+    MemoryTokenRepository,
+)
+from fastim.infrastructure.redis.broker import RedisBroker
+from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.repositories import (
+    RedisMembershipRepository,
+    RedisMessageRepository,
+    RedisStorage,
+    RedisTokenRepository,
+)
+from fastim.interfaces.http.base import HttpContext
+from fastim.interfaces.http.gate import AuthGate, CorsPolicy
+from fastim.interfaces.ws.chat import ChatLimits
+from fastim.interfaces.ws.group_list import MembershipRefresher
+from fastim.interfaces.ws.hub import Hub
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(strict=True)
+
+    clock = providers.Singleton(SystemClock)
+
+    redis_client = providers.Singleton(make_client, config.storage.redis_url)
+
+    message_repository = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryMessageRepository, clock),
+        redis=providers.Singleton(RedisMessageRepository, redis_client),
+    )
+    membership_repository = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryMembershipRepository),
+        redis=providers.Singleton(RedisMembershipRepository, redis_client),
+    )
+    token_repository = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryTokenRepository, clock),
+        redis=providers.Singleton(RedisTokenRepository, redis_client),
+    )
+    broker = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryBroker),
+        redis=providers.Singleton(RedisBroker, redis_client),
+    )
+    storage = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryStorage),
+        redis=providers.Singleton(RedisStorage, redis_client),
+    )
+
+    authenticator = providers.Singleton(AcceptAnyPassword)
+
+    messages = providers.Singleton(
+        Messages,
+        repository=message_repository,
+        broker=broker,
+        clock=clock,
+        message_timeout=config.im.message_timeout,
+        list_num=config.im.list_num,
+        recall_time_limit=config.im.recall_time_limit,
+        history_max=config.im.history_max,
+    )
+    groups = providers.Singleton(
+        Groups,
+        memberships=membership_repository,
+        messages=message_repository,
+        auto_join=config.im.auto_join,
+    )
+    sessions = providers.Singleton(
+        Sessions,
+        tokens=token_repository,
+        authenticator=authenticator,
+        token_ttl=config.im.token_ttl,
+        login_auth=config.im.login_auth,
+    )
+
+    auth_gate = providers.Singleton(AuthGate, sessions, config.server.open_paths)
+    cors = providers.Singleton(CorsPolicy, config.server.allowed_origins)
+    http_context = providers.Singleton(HttpContext, auth_gate, cors)
+
+    hub = providers.Singleton(Hub, broker)
+    membership_refresher = providers.Singleton(MembershipRefresher)
+    chat_limits = providers.Singleton(
+        ChatLimits,
+        max_message_bytes=config.im.max_message_bytes,
+        rate_limit=config.im.rate_limit,
+        rate_burst=config.im.rate_burst,
+    )
+
+
+def build_container(settings) -> Container:
+    """A container for one node, configured from validated :class:`fastim.settings.Settings`."""
+    container = Container()
+    container.config.from_dict(settings.as_dict())
+    return container
+
+
+async def close_container(container: Container) -> None:
+    """Release what the node opened: timers, the broker's subscriptions and the Redis connections."""
+    await container.membership_refresher().close()
+    await container.hub().close()
+    await container.broker().close()
+    if container.config.storage.backend() == "redis":
+        await container.redis_client().aclose()

@@ -1,0 +1,1 @@
+"""Tornado request handlers of the HTTP API."""

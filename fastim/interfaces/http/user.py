@@ -1,0 +1,55 @@
+"""``/user/*``: login, joining a group, listing one's groups."""
+
+from __future__ import annotations
+
+from fastim.domain.groups import Groups
+from fastim.domain.sessions import Sessions
+from fastim.interfaces.errors import CODE_OK
+from fastim.interfaces.http.base import ApiHandler, HttpContext
+from fastim.interfaces.http.schemas import GroupListEnvelope, JoinGroupForm, LoginEnvelope, LoginForm
+
+LOGIN_DATA = "user_info"  # fast-im's placeholder for the user's profile
+
+
+class LoginHandler(ApiHandler):
+    """Log in: the token comes back in ``msg``, as fast-im does."""
+
+    form_schema = LoginForm
+    envelope = LoginEnvelope
+
+    def initialize(self, http: HttpContext, sessions: Sessions) -> None:
+        super().initialize(http)
+        self.sessions = sessions
+
+    async def post(self) -> None:
+        form = self.form(LoginForm)
+        token = await self.sessions.login(form["userId"], form["password"])
+        self.reply(CODE_OK, token, LOGIN_DATA)
+
+
+class JoinGroupHandler(ApiHandler):
+    """Join a group (idempotent)."""
+
+    form_schema = JoinGroupForm
+
+    def initialize(self, http: HttpContext, groups: Groups) -> None:
+        super().initialize(http)
+        self.groups = groups
+
+    async def post(self) -> None:
+        form = self.form(JoinGroupForm)
+        await self.groups.join(self.caller, form["groupId"])
+        self.ok()
+
+
+class ListGroupHandler(ApiHandler):
+    """The ids of the groups the caller joined."""
+
+    envelope = GroupListEnvelope
+
+    def initialize(self, http: HttpContext, groups: Groups) -> None:
+        super().initialize(http)
+        self.groups = groups
+
+    async def post(self) -> None:
+        self.ok(await self.groups.groups_of(self.caller))

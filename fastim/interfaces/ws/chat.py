@@ -1,0 +1,121 @@
+"""``/group/chat/{groupId}/{userId}/{token}``: one chat room socket."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastim.domain.errors import NotAMember, StorageUnavailable
+from fastim.domain.groups import Groups
+from fastim.domain.messages import Messages
+from fastim.domain.model import Event, Message
+from fastim.domain.sessions import Sessions
+from fastim.interfaces.http.gate import CorsPolicy
+from fastim.interfaces.ws import frames
+from fastim.interfaces.ws.base import Socket
+from fastim.interfaces.ws.hub import Hub
+from fastim.interfaces.ws.limits import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+MAX_EARLY_EVENTS = 1000  # events held while the snapshot is read; a room this busy loses nothing in 1000
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    max_message_bytes: int
+    rate_limit: float
+    rate_burst: int
+
+
+class ChatSocket(Socket):
+    """Sends the newest messages on open, then every event of the group; each text frame is a message."""
+
+    def initialize(
+        self,
+        sessions: Sessions,
+        cors: CorsPolicy,
+        hub: Hub,
+        messages: Messages,
+        groups: Groups,
+        limits: ChatLimits,
+    ) -> None:
+        super().initialize(sessions, cors)
+        self.hub = hub
+        self.messages = messages
+        self.groups = groups
+        self.limits = limits
+        self.group_id: str | None = None
+        self.user_id: str | None = None
+        self.joined = False
+        self.closed = False
+        # Until the snapshot is sent, events wait here so the client sees history first.
+        self.early: list[tuple[Event, str]] | None = []
+        self.bucket = TokenBucket(limits.rate_limit, limits.rate_burst)
+
+    async def open(self, group_id: str, user_id: str, token: str) -> None:
+        if not self.valid_ids(groupId=group_id, userId=user_id):
+            return
+        self.group_id, self.user_id = group_id, user_id
+        try:
+            if not await self.admitted(user_id, token):
+                return
+            await self.groups.enter(user_id, group_id)
+            if self.closed:
+                return  # the client left while we checked
+            self.joined = True  # before the await: join() registers us at once, on_close must undo it
+            await self.hub.join(group_id, self)
+            page = await self.messages.latest(group_id)
+        except NotAMember:
+            self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
+            return
+        except StorageUnavailable:
+            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
+            self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
+            return
+        self.send(frames.chat_snapshot(page))
+        self.release_early(page.messages)
+
+    def release_early(self, snapshot: list[Message]) -> None:
+        """Send the events that arrived while the snapshot was read, minus those it already holds."""
+        early, self.early = self.early or [], None
+        already = set(snapshot)
+        for event, payload in early:
+            if event not in already:
+                self.send(payload)
+
+    def deliver(self, group_id: str, event: Event, payload: str) -> None:
+        if self.early is not None:
+            if len(self.early) < MAX_EARLY_EVENTS:
+                self.early.append((event, payload))
+            return
+        self.send(payload)
+
+    async def on_message(self, text: str | bytes) -> None:
+        if isinstance(text, bytes):
+            self.send(frames.error_frame(frames.ERROR_BINARY, "binary frames are not accepted; send text"))
+            return
+        if not text:
+            self.send(frames.error_frame(frames.ERROR_EMPTY, "empty message"))
+            return
+        size = len(text.encode("utf-8"))
+        if size > self.limits.max_message_bytes:
+            self.send(frames.error_frame(
+                frames.ERROR_TOO_LARGE, f"message of {size} bytes is over the limit of {self.limits.max_message_bytes}"
+            ))
+            return
+        if not self.bucket.take():
+            self.send(frames.error_frame(
+                frames.ERROR_TOO_FAST, f"more than {self.limits.rate_limit:g} messages a second; slow down"
+            ))
+            return
+        try:
+            await self.messages.post(self.group_id, self.user_id, text)
+        except StorageUnavailable:
+            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent"))
+
+    def on_close(self) -> None:
+        self.closed = True
+        if self.joined:
+            self.joined = False
+            self.hub.leave(self.group_id, self)

@@ -1,0 +1,55 @@
+"""The frames the server sends besides events: snapshots, error frames, close codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastim.domain.codec import message_object
+from fastim.domain.model import GroupSummary, Page
+
+# fast-im sends the bare text 440 (GroupListServer: sendInfo(userId, "440")) and then closes.
+LOGIN_REQUIRED_FRAME = "440"
+
+# Close codes in the 4000-4999 range that RFC 6455 leaves to applications.
+CLOSE_LOGIN_REQUIRED = 4440
+CLOSE_BAD_PATH = 4400
+CLOSE_NOT_A_MEMBER = 4403
+# Standard close codes (RFC 6455 §7.4.1).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+# Error frame codes, the same numbers as the HTTP envelope where one exists.
+ERROR_EMPTY = 400
+ERROR_TOO_LARGE = 413
+ERROR_BINARY = 415
+ERROR_TOO_FAST = 429
+ERROR_UNAVAILABLE = 503
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_frame(code: int, msg: str) -> str:
+    return _dumps({"code": code, "msg": msg})
+
+
+def chat_snapshot(page: Page) -> str:
+    """What a chat socket gets on open: ``{"list":[...oldest first...],"total":N}``."""
+    return _dumps({"list": [message_object(m) for m in page.messages], "total": page.total})
+
+
+def group_list(summaries: list[GroupSummary]) -> str:
+    """What a group-list socket gets: one entry per joined group."""
+    return _dumps(
+        [
+            {
+                "groupId": summary.group_id,
+                "newMessage": message_object(summary.newest) if summary.newest else None,
+                "total": summary.total,
+            }
+            for summary in summaries
+        ]
+    )

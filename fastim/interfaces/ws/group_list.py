@@ -1,0 +1,164 @@
+"""``/group/list/{userId}/{token}``: the user's groups, pushed again whenever one of them changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastim.domain.errors import StorageUnavailable
+from fastim.domain.groups import Groups
+from fastim.domain.model import Event
+from fastim.domain.sessions import Sessions
+from fastim.interfaces.http.gate import CorsPolicy
+from fastim.interfaces.ws import frames
+from fastim.interfaces.ws.base import Socket
+from fastim.interfaces.ws.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+
+class GroupListSocket(Socket):
+    """A member of the Hub in each of the user's groups: events mark it stale, pushes are coalesced.
+
+    No timer runs while nothing changes. The first change after a quiet spell
+    is pushed at once; changes that follow within ``update_rate`` seconds are
+    folded into one push at the end of that interval.
+    """
+
+    def initialize(
+        self,
+        sessions: Sessions,
+        cors: CorsPolicy,
+        hub: Hub,
+        groups: Groups,
+        refresher: MembershipRefresher,
+        update_rate: float,
+    ) -> None:
+        super().initialize(sessions, cors)
+        self.hub = hub
+        self.groups = groups
+        self.refresher = refresher
+        self.update_rate = update_rate
+        self.user_id: str | None = None
+        self.watched: set[str] = set()
+        self.closed = False
+        self.last_push = float("-inf")
+        self.timer: asyncio.TimerHandle | None = None
+        self.pushing = False
+
+    async def open(self, user_id: str, token: str) -> None:
+        if not self.valid_ids(userId=user_id):
+            return
+        self.user_id = user_id
+        try:
+            if not await self.admitted(user_id, token):
+                return
+        except StorageUnavailable:
+            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
+            self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
+            return
+        if self.closed:
+            return
+        self.refresher.add(self)
+        await self.push()
+
+    def deliver(self, group_id: str, event: Event, payload: str) -> None:
+        self.changed()
+
+    def changed(self) -> None:
+        """Schedule a push no sooner than ``update_rate`` after the previous one."""
+        if self.closed or self.timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self.last_push + self.update_rate - loop.time())
+        self.timer = loop.call_later(delay, self._push_now)
+
+    def _push_now(self) -> None:
+        self.timer = None
+        asyncio.get_running_loop().create_task(self.push())
+
+    async def push(self) -> None:
+        """Read the summaries of every joined group (one round trip) and send them."""
+        if self.closed:
+            return
+        if self.pushing:  # one read at a time; what changed meanwhile is pushed next
+            self.changed()
+            return
+        self.pushing = True
+        self.last_push = asyncio.get_running_loop().time()
+        try:
+            summaries = await self.groups.summaries(self.user_id)
+        except StorageUnavailable as exc:
+            logger.warning("group list of user %s not refreshed: %s", self.user_id, exc)
+            self.changed()  # try again after update_rate
+            return
+        finally:
+            self.pushing = False
+        await self.watch({summary.group_id for summary in summaries})
+        self.send(frames.group_list(summaries))
+
+    async def refresh_memberships(self) -> None:
+        """Pick up groups joined elsewhere (another node, another program) since the last look."""
+        if self.closed:
+            return
+        groups = set(await self.groups.groups_of(self.user_id))
+        if groups - self.watched:
+            self.changed()
+
+    async def watch(self, group_ids: set[str]) -> None:
+        for group_id in group_ids - self.watched:
+            if self.closed:
+                return
+            self.watched.add(group_id)  # before the await, so on_close can undo it
+            await self.hub.join(group_id, self)
+
+    def on_close(self) -> None:
+        self.closed = True
+        self.refresher.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for group_id in self.watched:
+            self.hub.leave(group_id, self)
+        self.watched.clear()
+
+
+MEMBERSHIP_REFRESH_S = 2.0  # "a group joined later shows within a few seconds", at one SMEMBERS per socket per 2 s
+
+
+class MembershipRefresher:
+    """One node-wide timer that lets every open group-list socket look for newly joined groups.
+
+    Joins happen on any node and through programs that announce nothing
+    (fast-im's Java nodes), so the memberships are re-read; messages and
+    recalls never are, they arrive as events.
+    """
+
+    def __init__(self, interval: float = MEMBERSHIP_REFRESH_S) -> None:
+        self._interval = interval
+        self._sockets: set[GroupListSocket] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, socket: GroupListSocket) -> None:
+        self._sockets.add(socket)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, socket: GroupListSocket) -> None:
+        self._sockets.discard(socket)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _run(self) -> None:
+        while self._sockets:
+            await asyncio.sleep(self._interval)
+            results = await asyncio.gather(
+                *(socket.refresh_memberships() for socket in tuple(self._sockets)), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, Exception)]
+            if failures:
+                logger.warning("membership refresh failed for %d sockets: %s", len(failures), failures[0])

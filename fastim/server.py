@@ -1,0 +1,205 @@
+"""One node's life: check storage, listen, serve until SIGTERM/SIGINT, shut down in stages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import tornado.httpserver
+
+from fastim.app import make_app
+from fastim.container import Container, build_container, close_container
+from fastim.infrastructure.auth import AcceptAnyPassword
+from fastim.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A reachable Redis answers PING in milliseconds; 3 s covers a slow network
+# while an operator who mistyped the URL still gets an answer at once.
+STARTUP_PING_TIMEOUT_SECONDS = 3.0
+# Orchestrators (Kubernetes: terminationGracePeriodSeconds = 30) kill a node that
+# takes too long to stop; 10 s leaves room while keeping a stuck node from hanging.
+SHUTDOWN_DEADLINE_SECONDS = 10.0
+# The exit status when the deadline forced the exit (a graceful stop exits 0).
+FORCED_EXIT_STATUS = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupError(Exception):
+    """The node cannot start; ``str()`` is one line for the operator."""
+
+
+class Node:
+    """This process's server: :meth:`start` opens it, :meth:`stop` closes it in stages.
+
+    Shutdown stages run in order; one that fails is logged and the rest still run.
+    """
+
+    def __init__(self, settings: Settings, container: Container | None = None) -> None:
+        self.settings = settings
+        self.container = container if container is not None else build_container(settings)
+        self.node_id = os.getpid()
+        self._http_server: tornado.httpserver.HTTPServer | None = None
+
+    async def start(self) -> None:
+        """Check the storage, then listen; on failure release everything and raise StartupError."""
+        try:
+            await self._check_storage()
+            self._listen()
+        except BaseException:
+            try:
+                await self._close_container()
+            except Exception:
+                logger.debug("closing the container after a failed start failed", exc_info=True)
+            raise
+        self._log_started()
+
+    async def stop(self) -> None:
+        for name, stage in self._shutdown_stages():
+            logger.debug("shutdown: %s", name)
+            try:
+                await stage()
+            except Exception:
+                logger.exception("shutdown stage %r failed; continuing", name)
+        logger.info("fastim stopped")
+
+    def _shutdown_stages(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        return [
+            ("stop accepting connections", self._stop_listening),
+            ("close HTTP connections", self._close_connections),
+            ("close storage and broker", self._close_container),
+        ]
+
+    async def _check_storage(self) -> None:
+        storage = self.settings.storage
+        if storage.backend != "redis":
+            return
+        # The client is asked directly, not through Storage.ping(), so that the
+        # reason reaches the operator in the one line that stops the process.
+        try:
+            async with asyncio.timeout(STARTUP_PING_TIMEOUT_SECONDS):
+                await self.container.redis_client().ping()
+        except TimeoutError:
+            reason = f"no answer within {STARTUP_PING_TIMEOUT_SECONDS:g} s"
+            raise StartupError(f"cannot reach Redis at {redact_url(storage.redis_url)}: {reason}")
+        except Exception as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StartupError(
+                f"cannot reach Redis at {redact_url(storage.redis_url)}: {reason}"
+            ) from exc
+
+    def _listen(self) -> None:
+        host, port = self.settings.server.host, self.settings.server.port
+        server = tornado.httpserver.HTTPServer(make_app(self.container))
+        try:
+            server.listen(port, address=host)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+        self._http_server = server
+
+    def _log_started(self) -> None:
+        server = self.settings.server
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        logger.info(
+            "fastim listening on http://%s:%d (backend=%s, node=%d)",
+            host, server.port, self.settings.storage.backend, self.node_id,
+        )
+        if not self.settings.im.login_auth:
+            logger.warning("WebSocket connections are not authenticated (login_auth = 0)")
+        if isinstance(self.container.authenticator(), AcceptAnyPassword):
+            logger.warning(
+                "the default authenticator accepts any password; replace it through the container"
+            )
+
+    async def _stop_listening(self) -> None:
+        if self._http_server is not None:
+            self._http_server.stop()
+
+    async def _close_connections(self) -> None:
+        if self._http_server is not None:
+            await self._http_server.close_all_connections()
+
+    async def _close_container(self) -> None:
+        await close_container(self.container)
+
+
+class ShutdownDeadline:
+    """Forces the exit if the graceful shutdown has not finished in time.
+
+    A thread, not a loop timer, so that it fires even when the event loop is stuck.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._force_exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _force_exit(self) -> None:
+        logger.error("shutdown did not finish within %g s; forcing exit", self.seconds)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(FORCED_EXIT_STATUS)
+
+
+async def serve(settings: Settings, deadline: ShutdownDeadline) -> int:
+    """Run a node until SIGTERM or SIGINT, then stop it; return the exit status.
+
+    The first signal starts the graceful shutdown and arms ``deadline``; a second
+    one gets the default action, so it ends the process at once.
+    """
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        logger.info("received %s, shutting down", signum.name)
+        deadline.arm()
+        stopping.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        node = Node(settings)
+        await node.start()
+        await stopping.wait()
+        await node.stop()
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def run(settings: Settings) -> int:
+    """Serve in a fresh event loop; raise StartupError if the node cannot start."""
+    deadline = ShutdownDeadline(SHUTDOWN_DEADLINE_SECONDS)
+    try:
+        return asyncio.run(serve(settings, deadline))
+    finally:
+        deadline.disarm()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and error lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))

@@ -1,0 +1,319 @@
+"""Load and validate the node's settings once: flags > environment > settings.ini > defaults."""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+ENV_PREFIX = "FASTIM_"
+DEFAULT_CONFIG_PATH = "settings.ini"
+DEFAULT_SOURCE = "built-in default"
+
+
+class SettingsError(Exception):
+    """A setting that cannot be used; ``str()`` is one line naming key, value and source."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    allowed_origins: tuple[str, ...]
+    open_paths: tuple[str, ...]
+    log_format: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str
+    redis_url: str
+
+
+@dataclass(frozen=True)
+class ImSettings:
+    login_auth: bool
+    auto_join: bool
+    message_timeout: int
+    list_num: int
+    recall_time_limit: int
+    group_list_update_rate: float
+    token_ttl: int
+    max_message_bytes: int
+    rate_limit: float
+    rate_burst: int
+    history_max: int
+    max_pending_bytes: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    storage: StorageSettings
+    im: ImSettings
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The nested plain dict that ``container.config.from_dict`` takes."""
+        return dataclasses.asdict(self)
+
+
+class _Choice(fields.String):
+    """A case-insensitive choice among a few lower-case words."""
+
+    def __init__(self, choices: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(validate=validate.OneOf(choices), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip().lower()
+
+
+class _Flag(fields.Boolean):
+    """0/1, true/false, yes/no, on/off in any case; nothing else, so typos are caught."""
+
+    truthy = {"1", "true", "yes", "on"}
+    falsy = {"0", "false", "no", "off"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = value.strip().lower()
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _Origins(fields.String):
+    """A comma-separated list of origins (``scheme://host[:port]``), or ``*`` for any."""
+
+    default_error_messages = {
+        "empty": "Give at least one origin, or * for any.",
+        "origin": "{origin!r} is not an origin: use scheme://host[:port] without a path, or *.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        origins = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+        if not origins:
+            raise self.make_error("empty")
+        for origin in origins:
+            scheme, sep, host = origin.partition("://")
+            if origin != "*" and (not sep or not scheme or not host or "/" in host or " " in host):
+                raise self.make_error("origin", origin=origin)
+        return origins
+
+
+DEFAULT_OPEN_PATHS = ("/user/login", "/test/websocket", "/healthz", "/readyz", "/metrics", "/openapi.json")
+
+
+class _Paths(fields.String):
+    """A comma-separated list of URL paths, each starting with ``/``."""
+
+    default_error_messages = {"path": "{path!r} is not a path: each must start with /."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        paths = tuple(part.strip() for part in text.split(",") if part.strip())
+        for path in paths:
+            if not path.startswith("/") or " " in path:
+                raise self.make_error("path", path=path)
+        return paths
+
+
+def _non_negative(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(validate=validate.Range(min=0), **kwargs)
+
+
+def _positive(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(validate=validate.Range(min=1), **kwargs)
+
+
+def _positive_float(**kwargs: Any) -> fields.Float:
+    return fields.Float(allow_nan=False, validate=validate.Range(min=0, min_inclusive=False), **kwargs)
+
+
+class ServerSchema(Schema):
+    host = fields.String(
+        load_default="127.0.0.1",
+        validate=validate.Regexp(r"^\S+$", error="Must be a host name or address, without spaces."),
+    )
+    port = fields.Integer(load_default=9000, validate=validate.Range(min=1, max=65535))
+    allowed_origins = _Origins(load_default=("*",))
+    open_paths = _Paths(load_default=DEFAULT_OPEN_PATHS)
+    log_format = _Choice(("text", "json"), load_default="text")
+    log_level = _Choice(("debug", "info", "warning", "error"), load_default="info")
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> ServerSettings:
+        return ServerSettings(**data)
+
+
+class StorageSchema(Schema):
+    backend = _Choice(("memory", "redis"), load_default="memory")
+    redis_url = fields.String(
+        load_default="redis://127.0.0.1:6379/3",
+        validate=validate.Regexp(
+            r"^(redis|rediss|unix)://\S+$",
+            error="Must be a redis://, rediss:// or unix:// URL.",
+        ),
+    )
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> StorageSettings:
+        return StorageSettings(**data)
+
+
+class ImSchema(Schema):
+    # Defaults mirror fast-im's application.yml (SPEC §2) plus our own limits.
+    login_auth = _Flag(load_default=False)
+    auto_join = _Flag(load_default=True)
+    message_timeout = _positive(load_default=604800)
+    list_num = _non_negative(load_default=50)
+    recall_time_limit = _non_negative(load_default=120)
+    group_list_update_rate = _positive_float(load_default=1.0)
+    token_ttl = _positive(load_default=86400)
+    max_message_bytes = _positive(load_default=4096)
+    rate_limit = _positive_float(load_default=10.0)
+    rate_burst = _positive(load_default=20)
+    history_max = _non_negative(load_default=0)
+    max_pending_bytes = _positive(load_default=1048576)
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> ImSettings:
+        return ImSettings(**data)
+
+
+class SettingsSchema(Schema):
+    server = fields.Nested(ServerSchema, required=True)
+    storage = fields.Nested(StorageSchema, required=True)
+    im = fields.Nested(ImSchema, required=True)
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> Settings:
+        return Settings(**data)
+
+
+def known_keys() -> dict[str, tuple[str, ...]]:
+    """Every section and its keys, in the order of settings.ini."""
+    return {
+        name: tuple(field.schema.fields)  # type: ignore[attr-defined]
+        for name, field in SettingsSchema().fields.items()
+    }
+
+
+# (section, key) -> (raw value, where it came from)
+_Raw = dict[tuple[str, str], tuple[str, str]]
+
+
+def load_settings(
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, str], str] | None = None,
+) -> Settings:
+    """Read, merge and validate the settings; raise :class:`SettingsError` on the first misuse.
+
+    ``config_path`` None means ``./settings.ini`` when it exists, else defaults only.
+    ``environ`` defaults to ``os.environ``; only ``FASTIM_<SECTION>_<KEY>`` variables
+    whose section is known are read. ``overrides`` are the command-line flags, keyed
+    by (section, key); flags are named after their key (``--redis-url``).
+    """
+    keys = known_keys()
+    raw: _Raw = {}
+    raw.update(_from_file(config_path, keys))
+    raw.update(_from_environ(os.environ if environ is None else environ, keys))
+    raw.update(_from_overrides(overrides or {}, keys))
+    return _validate(raw, keys)
+
+
+def _from_file(config_path: str | None, keys: dict[str, tuple[str, ...]]) -> _Raw:
+    if config_path is None:
+        if not os.path.isfile(DEFAULT_CONFIG_PATH):
+            return {}
+        config_path = DEFAULT_CONFIG_PATH
+    elif not os.path.exists(config_path):
+        raise SettingsError(f"config file not found: {config_path}")
+    # No [DEFAULT] magic: a section literally named DEFAULT is just an unknown section.
+    parser = configparser.ConfigParser(
+        inline_comment_prefixes=(";", "#"), interpolation=None, default_section="\0"
+    )
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise SettingsError(f"cannot read config file {config_path}: {_one_line(exc)}") from exc
+    raw: _Raw = {}
+    for section in parser.sections():
+        if section not in keys:
+            raise SettingsError(
+                f"unknown section [{section}] in {config_path}{_suggest(section, keys)}"
+            )
+        for key, value in parser.items(section):
+            if key not in keys[section]:
+                raise SettingsError(
+                    f"unknown setting [{section}] {key} in {config_path}"
+                    f"{_suggest(key, keys[section])}"
+                )
+            raw[section, key] = (value, config_path)
+    return raw
+
+
+def _from_environ(environ: Mapping[str, str], keys: dict[str, tuple[str, ...]]) -> _Raw:
+    raw: _Raw = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+        if section not in keys:
+            continue  # FASTIM_REQUIRE_REDIS and friends belong to someone else
+        if key not in keys[section]:
+            raise SettingsError(
+                f"unknown setting [{section}] {key} (from {name}){_suggest(key, keys[section])}"
+            )
+        raw[section, key] = (value, name)
+    return raw
+
+
+def _from_overrides(
+    overrides: Mapping[tuple[str, str], str], keys: dict[str, tuple[str, ...]]
+) -> _Raw:
+    raw: _Raw = {}
+    for (section, key), value in overrides.items():
+        if key not in keys.get(section, ()):
+            raise SettingsError(f"unknown setting [{section}] {key} (from command line)")
+        raw[section, key] = (value, "--" + key.replace("_", "-"))
+    return raw
+
+
+def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
+    data: dict[str, dict[str, str]] = {section: {} for section in keys}
+    for (section, key), (value, _) in raw.items():
+        data[section][key] = value
+    try:
+        return SettingsSchema().load(data)
+    except ValidationError as exc:
+        errors = exc.messages if isinstance(exc.messages, dict) else {}
+        problems = [
+            _describe(section, key, raw.get((section, key), ("", DEFAULT_SOURCE)), errors[section][key])
+            for section in keys
+            for key in keys[section]
+            if isinstance(errors.get(section), dict) and key in errors[section]
+        ]
+        raise SettingsError("; ".join(problems) or _one_line(exc)) from exc
+
+
+def _describe(section: str, key: str, given: tuple[str, str], messages: Any) -> str:
+    value, source = given
+    text = " ".join(messages) if isinstance(messages, list) else str(messages)
+    return f"invalid setting [{section}] {key} = {value!r} (from {source}): {_one_line(text)}"
+
+
+def _suggest(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())

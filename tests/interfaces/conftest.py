@@ -1,0 +1,46 @@
+"""A node's container and Tornado app on each backend, for handler tests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fastim.app import make_app
+from fastim.container import build_container, close_container
+from fastim.infrastructure.clock import ManualClock
+from tests.settings_factory import make_settings
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def backend_name(request):
+    return request.param
+
+
+@pytest.fixture
+def node_settings():
+    """Per-test setting overrides; a test module may override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def clock():
+    """The node's clock, moved by hand so recall windows are tested to the millisecond."""
+    return ManualClock(start_ms=time.time_ns() // 1_000_000)
+
+
+@pytest.fixture
+def container(request, backend_name, node_settings, clock, io_loop):
+    overrides = {"storage__backend": backend_name}
+    if backend_name == "redis":
+        overrides["storage__redis_url"] = request.getfixturevalue("fresh_redis").url
+    overrides.update(node_settings)
+    container = build_container(make_settings(**overrides))
+    container.clock.override(clock)
+    yield container
+    io_loop.run_sync(lambda: close_container(container))
+
+
+@pytest.fixture
+def app(container):
+    return make_app(container)
