@@ -15,12 +15,15 @@ setup(
         "redis[hiredis]>=5.0",
         "marshmallow>=3.20",
         "dependency-injector>=4.41",
+        "apispec>=6.0",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "pytest-tornado>=0.8.1",
             "fakeredis[lua]>=2.20",
+            "openapi-spec-validator>=0.7",
         ],
     },
     entry_points={"console_scripts": ["fastim = fastim.cli:main"]},

@@ -157,7 +157,7 @@ class ShutdownDeadline:
         os._exit(FORCED_EXIT_STATUS)
 
 
-async def serve(settings: Settings, deadline: ShutdownDeadline) -> int:
+async def serve(settings: Settings, deadline: ShutdownDeadline, container: Container | None = None) -> int:
     """Run a node until SIGTERM or SIGINT, then stop it; return the exit status.
 
     The first signal starts the graceful shutdown and arms ``deadline``; a second
@@ -176,7 +176,7 @@ async def serve(settings: Settings, deadline: ShutdownDeadline) -> int:
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        node = Node(settings)
+        node = Node(settings, container)
         await node.start()
         await stopping.wait()
         await node.stop()
@@ -186,11 +186,15 @@ async def serve(settings: Settings, deadline: ShutdownDeadline) -> int:
             loop.remove_signal_handler(sig)
 
 
-def run(settings: Settings) -> int:
-    """Serve in a fresh event loop; raise StartupError if the node cannot start."""
+def run(settings: Settings, container: Container | None = None) -> int:
+    """Serve in a fresh event loop; raise StartupError if the node cannot start.
+
+    Pass a ``container`` whose providers you overrode (your own Authenticator,
+    another repository) to serve with it instead of the default wiring.
+    """
     deadline = ShutdownDeadline(SHUTDOWN_DEADLINE_SECONDS)
     try:
-        return asyncio.run(serve(settings, deadline))
+        return asyncio.run(serve(settings, deadline, container))
     finally:
         deadline.disarm()
 

@@ -1,0 +1,69 @@
+"""This node's Prometheus metrics: one registry per node, owned by the container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+# Fan-out latency buckets, in seconds: from a loopback hop (sub-ms) to the
+# 250 ms at which a live room starts to feel laggy, and beyond for outages.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable")
+
+
+class _Reconnects(Collector):
+    """Reads the broker's own reconnect count at scrape time."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "fastim_broker_reconnects", "Times the pub/sub connection to Redis was re-established"
+        )
+        family.add_metric([], self._read())
+        yield family
+
+
+class Metrics:
+    def __init__(self, broker: object) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.open_sockets = Gauge("fastim_open_sockets", "Open WebSocket connections", ["kind"], registry=r)
+        self.messages_received = Counter(
+            "fastim_messages_received", "Chat messages accepted from this node's sockets and stored", registry=r
+        )
+        self.events_fanned_out = Counter(
+            "fastim_events_fanned_out", "Events (messages, recalls) this node fanned out to its sockets", registry=r
+        )
+        self.deliveries = Counter(
+            "fastim_deliveries", "Frames of events written to this node's sockets", registry=r
+        )
+        self.fanout_latency = Histogram(
+            "fastim_fanout_latency_seconds",
+            "From a message's creation (its ts) to its hand-off to this node's sockets",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected_frames = Counter(
+            "fastim_rejected_frames", "Chat frames answered with an error frame", ["reason"], registry=r
+        )
+        self.slow_consumer_disconnects = Counter(
+            "fastim_slow_consumer_disconnects", "Sockets closed (1008) because their unsent backlog grew too large",
+            registry=r,
+        )
+        self.storage_errors = Counter(
+            "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
+        )
+        for kind in ("chat", "list"):
+            self.open_sockets.labels(kind)
+        for reason in REJECT_REASONS:
+            self.rejected_frames.labels(reason)
+        r.register(_Reconnects(lambda: getattr(broker, "reconnects", 0)))  # the memory broker never reconnects
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
