@@ -215,6 +215,11 @@ class RedisBroker:
         except InvalidPayload as exc:
             logger.warning("dropping an invalid payload on %s: %s", channel, exc)
             return
+        if event.group_id != group_id:
+            # Delivered, it would show the group's clients another group's message
+            # (the memory broker routes by the event's own group, so it never can).
+            logger.warning("dropping an invalid payload on %s: its groupId is %r", channel, event.group_id)
+            return
         # A copy: a listener may unsubscribe (itself or another) while we deliver.
         for listener in tuple(self._listeners.get(group_id, ())):
             try:
