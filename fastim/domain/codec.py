@@ -8,6 +8,7 @@ from typing import Any
 from fastim.domain.model import Event, Message, Recall
 
 _COMPACT = (",", ":")
+MAX_TS = 2**53 - 1  # integer milliseconds that JavaScript and Lua numbers hold exactly
 
 
 class InvalidPayload(ValueError):
@@ -92,10 +93,8 @@ def _identifier(data: dict[str, Any], key: str) -> str:
 
 def _timestamp(data: dict[str, Any]) -> int:
     value = data.get("ts")
-    if isinstance(value, bool):
-        raise InvalidPayload("ts must be an integer")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise InvalidPayload("ts must be an integer")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TS:
+        raise InvalidPayload(f"ts must be an integer from 0 to {MAX_TS}")
+    return value

@@ -44,6 +44,8 @@ def test_recall_events_round_trip():
         '{"groupId":"1","userId":"3","info":"x","ts":"5"}',
         '{"groupId":"1","userId":"3","info":"x","ts":true}',
         '{"groupId":"1","userId":"3","info":"x","ts":1.5}',
+        '{"groupId":"1","userId":"3","info":"x","ts":-1}',
+        '{"groupId":"1","userId":"3","info":"x","ts":1000000000000000000000000000000}',
         '{"groupId":"","userId":"3","info":"x","ts":1}',
         '{"groupId":"1","userId":null,"info":"x","ts":1}',
         '{"groupId":"1","userId":"3","info":7,"ts":1}',
