@@ -24,6 +24,7 @@ setup(
             "pytest-tornado>=0.8.1",
             "fakeredis[lua]>=2.20",
             "openapi-spec-validator>=0.7",
+            "playwright>=1.40",  # the Python driver only; the browser is the system's chromium
         ],
     },
     entry_points={"console_scripts": ["fastim = fastim.cli:main"]},

@@ -8,8 +8,10 @@ from fastim.container import Container
 from fastim.interfaces.http.base import HttpContext, NotFoundHandler
 from fastim.interfaces.http.group import DelMessageHandler, ListMessageHandler, ListOldMessageHandler
 from fastim.interfaces.http.health import HealthHandler, ReadyHandler
+from fastim.interfaces.http.metrics import MetricsHandler
 from fastim.interfaces.http.openapi import OpenApiHandler, build_document
 from fastim.interfaces.http.user import JoinGroupHandler, ListGroupHandler, LoginHandler
+from fastim.interfaces.web.page import web_routes
 from fastim.interfaces.ws.chat import ChatSocket
 from fastim.interfaces.ws.group_list import GroupListSocket
 
@@ -17,7 +19,7 @@ SEGMENT = r"([^/]+)"  # a non-empty path segment: fast-im's token "may not be em
 
 
 def socket_routes(container: Container) -> list[tuple]:
-    common = {"sessions": container.sessions(), "cors": container.cors(), "hub": container.hub()}
+    common = {"context": container.socket_context(), "hub": container.hub()}
     chat = {**common, "messages": container.messages(), "groups": container.groups(), "limits": container.chat_limits()}
     group_list = {
         **common,
@@ -43,6 +45,7 @@ def http_routes(container: Container) -> list[tuple]:
         (r"/group/delMessage", DelMessageHandler, {"http": http, "messages": messages}),
         (r"/healthz", HealthHandler, {"http": http}),
         (r"/readyz", ReadyHandler, {"http": http, "storage": container.storage()}),
+        (r"/metrics", MetricsHandler, {"http": http, "metrics": container.metrics()}),
     ]
 
 
@@ -52,6 +55,7 @@ def make_app(container: Container) -> tornado.web.Application:
     document = build_document([(path, handler) for path, handler, _ in routes] + [("/openapi.json", OpenApiHandler)], http.gate)
     routes.append((r"/openapi.json", OpenApiHandler, {"http": http, "document": document}))
     routes.extend(socket_routes(container))
+    routes.extend(web_routes())
     return tornado.web.Application(
         routes,
         # Frames a little over the message limit still get a 413 answer; far larger ones close the socket (1009).

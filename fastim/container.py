@@ -30,7 +30,10 @@ from fastim.infrastructure.redis.repositories import (
 )
 from fastim.interfaces.http.base import HttpContext
 from fastim.interfaces.http.gate import AuthGate, CorsPolicy
+from fastim.interfaces.metrics import Metrics
+from fastim.interfaces.ws.base import SocketContext
 from fastim.interfaces.ws.chat import ChatLimits
+from fastim.interfaces.ws.connections import Connections
 from fastim.interfaces.ws.group_list import MembershipRefresher
 from fastim.interfaces.ws.hub import Hub
 
@@ -96,9 +99,19 @@ class Container(containers.DeclarativeContainer):
 
     auth_gate = providers.Singleton(AuthGate, sessions, config.server.open_paths)
     cors = providers.Singleton(CorsPolicy, config.server.allowed_origins)
-    http_context = providers.Singleton(HttpContext, auth_gate, cors)
 
-    hub = providers.Singleton(Hub, broker)
+    metrics = providers.Singleton(Metrics, broker)
+    connections = providers.Singleton(Connections, metrics)
+    socket_context = providers.Singleton(
+        SocketContext,
+        sessions=sessions,
+        cors=cors,
+        connections=connections,
+        metrics=metrics,
+        max_pending_bytes=config.im.max_pending_bytes,
+    )
+    hub = providers.Singleton(Hub, broker, messages, metrics, clock)
+    http_context = providers.Singleton(HttpContext, auth_gate, cors, metrics)
     membership_refresher = providers.Singleton(MembershipRefresher)
     chat_limits = providers.Singleton(
         ChatLimits,

@@ -29,6 +29,11 @@ SHUTDOWN_DEADLINE_SECONDS = 10.0
 # The exit status when the deadline forced the exit (a graceful stop exits 0).
 FORCED_EXIT_STATUS = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Within SHUTDOWN_DEADLINE_SECONDS: clients answer a close frame in milliseconds,
+# and a request still running after a few seconds is not worth the wait.
+SOCKET_CLOSE_GRACE_SECONDS = 2.0
+REQUEST_GRACE_SECONDS = 5.0
+CLOSE_GOING_AWAY = 1001
 
 
 class StartupError(Exception):
@@ -72,6 +77,8 @@ class Node:
     def _shutdown_stages(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         return [
             ("stop accepting connections", self._stop_listening),
+            ("close WebSockets with 1001", self._close_sockets),
+            ("finish in-flight HTTP requests", self._finish_requests),
             ("close HTTP connections", self._close_connections),
             ("close storage and broker", self._close_container),
         ]
@@ -122,12 +129,35 @@ class Node:
         if self._http_server is not None:
             self._http_server.stop()
 
+    async def _close_sockets(self) -> None:
+        """Tell every client to go elsewhere (1001 Going Away), then give the close frames time to leave."""
+        connections = self.container.connections()
+        closing = connections.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        logger.info("closing %d WebSocket connections", closing)
+        await _until(lambda: connections.count() == 0, SOCKET_CLOSE_GRACE_SECONDS)
+
+    async def _finish_requests(self) -> None:
+        http = self.container.http_context()
+        if not await _until(lambda: http.in_flight == 0, REQUEST_GRACE_SECONDS):
+            logger.warning("%d HTTP requests still running at shutdown", http.in_flight)
+
     async def _close_connections(self) -> None:
         if self._http_server is not None:
             await self._http_server.close_all_connections()
 
     async def _close_container(self) -> None:
         await close_container(self.container)
+
+
+async def _until(condition: Callable[[], bool], seconds: float, interval: float = 0.02) -> bool:
+    """Poll ``condition`` for up to ``seconds``; whether it came true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
 
 
 class ShutdownDeadline:

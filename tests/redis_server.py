@@ -23,8 +23,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process that this test run owns and stops by PID."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, *, persistent: bool = False) -> None:
         self.binary = binary
+        # With an append-only file fsynced on every write, a restart keeps every acknowledged write.
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="fastim-redis-")
@@ -34,7 +36,7 @@ class RedisServer:
         self._process = subprocess.Popen(
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self._dir,
+                "--save", "", *self.persistence, "--dir", self._dir,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from fastim.domain.errors import InvalidArgument, MessageNotFound, RecallWindowExpired
 from fastim.domain.model import Message, Page, Recall
 from fastim.domain.ports import Broker, Clock, MessageRepository
+
+
+CATCH_UP_LIMIT = 200  # messages re-read per group after an outage: more than a busy room sends in the 2 s backoff cap
 
 
 class Messages:
@@ -41,6 +46,15 @@ class Messages:
     async def latest(self, group_id: str) -> Page:
         """What a chat socket receives on open: the newest ``list_num`` messages and the total."""
         return await self._repository.newest(group_id, self._list_num)
+
+    async def missed(self, group_id: str, since_ts: int, seen: Collection[Message] = ()) -> list[Message]:
+        """Messages a node may have missed while its broker was away, oldest first.
+
+        Those among the newest ``CATCH_UP_LIMIT`` stamped ``since_ts`` or later,
+        except the ``seen`` ones (delivered already, stamped exactly ``since_ts``).
+        """
+        page = await self._repository.newest(group_id, CATCH_UP_LIMIT)
+        return [m for m in page.messages if m.ts >= since_ts and m not in seen]
 
     async def range(self, group_id: str, start: int, end: int) -> list[Message]:
         return await self._repository.range(group_id, start, end)

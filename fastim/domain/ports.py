@@ -90,6 +90,7 @@ class Authenticator(Protocol):
 
 
 EventListener = Callable[[str, Event], Awaitable[None] | None]
+ResumeListener = Callable[[frozenset[str]], Awaitable[None] | None]
 
 
 class Broker(Protocol):
@@ -105,6 +106,14 @@ class Broker(Protocol):
 
     async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
         """Undo one :meth:`subscribe`; unknown pairs are ignored."""
+        ...
+
+    def on_resume(self, listener: ResumeListener) -> None:
+        """Call ``listener(groups)`` each time delivery resumes after the broker lost its connection.
+
+        Events published while it was away were not delivered; the listener
+        can catch up on the given groups from storage.
+        """
         ...
 
     async def close(self) -> None:

@@ -41,7 +41,7 @@ class Metrics:
             "fastim_events_fanned_out", "Events (messages, recalls) this node fanned out to its sockets", registry=r
         )
         self.deliveries = Counter(
-            "fastim_deliveries", "Frames of events written to this node's sockets", registry=r
+            "fastim_deliveries", "Events handed to this node's sockets (a frame for chat sockets, a pending push for group lists)", registry=r
         )
         self.fanout_latency = Histogram(
             "fastim_fanout_latency_seconds",

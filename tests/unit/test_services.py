@@ -208,3 +208,14 @@ async def test_socket_rule_follows_login_auth(clock):
         await guarded.authorize_socket("1", "anything")
     token = await guarded.login("1", "pw")
     await guarded.authorize_socket("1", token)
+
+
+@pytest.mark.gen_test
+async def test_missed_gives_what_came_after_the_last_delivery_except_what_was_seen(repository, broker, clock):
+    messages = make_messages(repository, broker, clock)
+    first = await messages.post("g", "u", "seen")
+    twin = await messages.post("g", "v", "same millisecond, not seen")
+    clock.advance(0.005)
+    later = await messages.post("g", "u", "later")
+    assert await messages.missed("g", first.ts, {first}) == [twin, later]
+    assert await messages.missed("g", later.ts + 1) == []

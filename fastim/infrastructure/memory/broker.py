@@ -6,7 +6,7 @@ import inspect
 import logging
 
 from fastim.domain.model import Event
-from fastim.domain.ports import EventListener
+from fastim.domain.ports import EventListener, ResumeListener
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class MemoryBroker:
         listeners.remove(listener)
         if not listeners:
             del self._listeners[group_id]
+
+    def on_resume(self, listener: ResumeListener) -> None:
+        """In-process delivery is never interrupted, so there is nothing to resume."""
 
     async def close(self) -> None:
         self._listeners.clear()

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fastim.domain.codec import InvalidPayload, decode_event, encode_event
 from fastim.domain.model import Event
-from fastim.domain.ports import EventListener
+from fastim.domain.ports import EventListener, ResumeListener
 from fastim.infrastructure.redis import keys
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 
@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 # state again (a failed SUBSCRIBE to retry, groups to add or drop).
 POLL_SECONDS = 1.0
 # Reconnect delays: the first retry is quick enough for a Redis restart, the
-# cap keeps a long outage from costing more than a connect attempt every 5 s.
+# cap keeps a long outage to one connect attempt per node every 2 s, and
+# bounds how long live delivery stays behind once Redis is back.
 BACKOFF_INITIAL_SECONDS = 0.1
-BACKOFF_CAP_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 2.0
 _BACKOFF_MAX_DOUBLINGS = 32  # beyond this the cap always wins; avoids float overflow
 
 
@@ -63,6 +64,7 @@ class RedisBroker:
         self._down = False  # the reader is recovering; callers leave subscribing to it
         self._failures = 0
         self._reconnects = 0
+        self._resume_listeners: list[ResumeListener] = []
         self._closed = False
 
     @property
@@ -74,6 +76,9 @@ class RedisBroker:
     def reconnects(self) -> int:
         """How many times the pub/sub connection was re-established after a loss."""
         return self._reconnects
+
+    def on_resume(self, listener: ResumeListener) -> None:
+        self._resume_listeners.append(listener)
 
     async def publish(self, event: Event) -> None:
         channel = keys.channel(event.group_id)
@@ -196,12 +201,23 @@ class RedisBroker:
                 self._down = False
                 self._failures = 0
                 self._reconnects += 1
+                await self._resumed(frozenset(self._subscribed))
         pubsub = self._pubsub
         if pubsub is None:
             return
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._poll_seconds)
         if message is not None:
             await self._deliver(message)
+
+    async def _resumed(self, groups: frozenset[str]) -> None:
+        """Let the resume listeners catch up; what arrives on the channels meanwhile waits for them."""
+        for listener in tuple(self._resume_listeners):
+            try:
+                result = listener(groups)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("a resume listener failed")
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

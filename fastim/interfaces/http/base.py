@@ -23,6 +23,7 @@ from fastim.interfaces.errors import (
 )
 from fastim.interfaces.http.gate import AuthGate, CorsPolicy
 from fastim.interfaces.http.schemas import Envelope, ErrorEnvelope
+from fastim.interfaces.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,13 @@ class LoginRequired(Exception):
 
 
 class HttpContext:
-    """What every HTTP handler shares: the gate and the CORS policy."""
+    """What every HTTP handler shares: the gate, the CORS policy and the node's metrics."""
 
-    def __init__(self, gate: AuthGate, cors: CorsPolicy) -> None:
+    def __init__(self, gate: AuthGate, cors: CorsPolicy, metrics: Metrics) -> None:
         self.gate = gate
         self.cors = cors
+        self.metrics = metrics
+        self.in_flight = 0  # requests being answered; shutdown waits for them
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -50,7 +53,21 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def initialize(self, http: HttpContext) -> None:
         self.http = http
+        self.http.in_flight += 1
+        self._counted = True
         self.set_default_headers()  # Tornado's own first call came before http was known
+
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def on_connection_close(self) -> None:
+        self._uncount()  # the client left: finish() may never come
+        super().on_connection_close()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.http.in_flight -= 1
 
     @property
     def request_id(self) -> str:
@@ -130,6 +147,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, StorageUnavailable):
+            self.http.metrics.storage_errors.inc()
             logger.warning("request %s %s: %s", self.request.path, self.request_id, value)
         elif isinstance(value, (ValidationError, DomainError, LoginRequired)):
             return  # an expected answer, not a fault of the node

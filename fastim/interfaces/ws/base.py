@@ -1,33 +1,67 @@
-"""What both WebSocket endpoints share: origin policy, path checks, the 440 rule, safe sends."""
+"""What both WebSocket endpoints share: origin policy, path checks, the 440 rule, bounded sends."""
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
+import tornado.iostream
 import tornado.websocket
 
 from fastim.domain.errors import AuthenticationFailed
 from fastim.domain.sessions import Sessions
 from fastim.interfaces.http.gate import CorsPolicy
 from fastim.interfaces.http.schemas import ID_MAX_LENGTH
-from fastim.interfaces.ws.frames import CLOSE_BAD_PATH, CLOSE_LOGIN_REQUIRED, LOGIN_REQUIRED_FRAME
+from fastim.interfaces.metrics import Metrics
+from fastim.interfaces.ws.connections import Connections
+from fastim.interfaces.ws.frames import (
+    CLOSE_BAD_PATH,
+    CLOSE_LOGIN_REQUIRED,
+    CLOSE_POLICY,
+    LOGIN_REQUIRED_FRAME,
+)
 
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(rf"^[^\s/]{{1,{ID_MAX_LENGTH}}}$")
 
 
+@dataclass(frozen=True)
+class SocketContext:
+    """What every socket of the node needs, built once by the container."""
+
+    sessions: Sessions
+    cors: CorsPolicy
+    connections: Connections
+    metrics: Metrics
+    max_pending_bytes: int
+
+
 class Socket(tornado.websocket.WebSocketHandler):
     """Base of the chat and group-list sockets."""
 
-    def initialize(self, sessions: Sessions, cors: CorsPolicy) -> None:
-        self.sessions = sessions
-        self.cors = cors
+    kind = "socket"  # "chat" or "list": the label of the open-sockets gauge
+
+    def initialize(self, context: SocketContext) -> None:
+        self.context = context
+        self.sessions = context.sessions
+        self.metrics = context.metrics
+        self.closed = False
 
     def check_origin(self, origin: str) -> bool:
         # Tornado already admits same-origin pages; other origins follow [server] allowed_origins.
-        return self.cors.allows(origin)
+        return self.context.cors.allows(origin)
+
+    def register(self) -> None:
+        """Count the socket and bound its unsent backlog; call first thing in ``open``."""
+        self.context.connections.add(self.kind, self)
+        # The stream refuses writes past this many unsent bytes (StreamBufferFullError).
+        self.ws_connection.stream.max_write_buffer_size = self.context.max_pending_bytes
+
+    def on_close(self) -> None:
+        self.closed = True
+        self.context.connections.discard(self.kind, self)
 
     def valid_ids(self, **ids: str) -> bool:
         """Ids from the path must look like ids; otherwise the socket is closed with a reason."""
@@ -48,10 +82,22 @@ class Socket(tornado.websocket.WebSocketHandler):
         return True
 
     def send(self, text: str) -> None:
-        """Queue ``text``; a socket that is already gone is simply skipped."""
+        """Queue ``text``; a closed socket is skipped, one too slow to keep up is closed (1008)."""
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
         try:
             self.write_message(text)
         except tornado.websocket.WebSocketClosedError:
             pass
+        except tornado.iostream.StreamBufferFullError:
+            self.drop_slow_consumer()
+
+    def drop_slow_consumer(self) -> None:
+        """The client stopped reading: close it rather than let its backlog grow the node's memory."""
+        self.metrics.slow_consumer_disconnects.inc()
+        logger.warning(
+            "closing a %s socket whose unsent backlog passed %d bytes", self.kind, self.context.max_pending_bytes
+        )
+        # Lift the bound so the close frame itself can be queued behind the backlog.
+        self.ws_connection.stream.max_write_buffer_size = None
+        self.close(CLOSE_POLICY, f"too slow: more than {self.context.max_pending_bytes} bytes unsent")

@@ -9,10 +9,8 @@ from fastim.domain.errors import NotAMember, StorageUnavailable
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event, Message
-from fastim.domain.sessions import Sessions
-from fastim.interfaces.http.gate import CorsPolicy
 from fastim.interfaces.ws import frames
-from fastim.interfaces.ws.base import Socket
+from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Hub
 from fastim.interfaces.ws.limits import TokenBucket
 
@@ -31,16 +29,12 @@ class ChatLimits:
 class ChatSocket(Socket):
     """Sends the newest messages on open, then every event of the group; each text frame is a message."""
 
+    kind = "chat"
+
     def initialize(
-        self,
-        sessions: Sessions,
-        cors: CorsPolicy,
-        hub: Hub,
-        messages: Messages,
-        groups: Groups,
-        limits: ChatLimits,
+        self, context: SocketContext, hub: Hub, messages: Messages, groups: Groups, limits: ChatLimits
     ) -> None:
-        super().initialize(sessions, cors)
+        super().initialize(context)
         self.hub = hub
         self.messages = messages
         self.groups = groups
@@ -48,12 +42,12 @@ class ChatSocket(Socket):
         self.group_id: str | None = None
         self.user_id: str | None = None
         self.joined = False
-        self.closed = False
         # Until the snapshot is sent, events wait here so the client sees history first.
         self.early: list[tuple[Event, str]] | None = []
         self.bucket = TokenBucket(limits.rate_limit, limits.rate_burst)
 
     async def open(self, group_id: str, user_id: str, token: str) -> None:
+        self.register()
         if not self.valid_ids(groupId=group_id, userId=user_id):
             return
         self.group_id, self.user_id = group_id, user_id
@@ -70,6 +64,7 @@ class ChatSocket(Socket):
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
             return
         except StorageUnavailable:
+            self.metrics.storage_errors.inc()
             self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
             self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
             return
@@ -93,29 +88,35 @@ class ChatSocket(Socket):
 
     async def on_message(self, text: str | bytes) -> None:
         if isinstance(text, bytes):
-            self.send(frames.error_frame(frames.ERROR_BINARY, "binary frames are not accepted; send text"))
+            self.refuse("binary", frames.ERROR_BINARY, "binary frames are not accepted; send text")
             return
         if not text:
-            self.send(frames.error_frame(frames.ERROR_EMPTY, "empty message"))
+            self.refuse("empty", frames.ERROR_EMPTY, "empty message")
             return
         size = len(text.encode("utf-8"))
         if size > self.limits.max_message_bytes:
-            self.send(frames.error_frame(
-                frames.ERROR_TOO_LARGE, f"message of {size} bytes is over the limit of {self.limits.max_message_bytes}"
-            ))
+            limit = self.limits.max_message_bytes
+            self.refuse("too_large", frames.ERROR_TOO_LARGE, f"message of {size} bytes is over the limit of {limit}")
             return
         if not self.bucket.take():
-            self.send(frames.error_frame(
-                frames.ERROR_TOO_FAST, f"more than {self.limits.rate_limit:g} messages a second; slow down"
-            ))
+            rate = self.limits.rate_limit
+            self.refuse("too_fast", frames.ERROR_TOO_FAST, f"more than {rate:g} messages a second; slow down")
             return
         try:
             await self.messages.post(self.group_id, self.user_id, text)
         except StorageUnavailable:
-            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent"))
+            self.metrics.storage_errors.inc()
+            self.refuse("unavailable", frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent")
+            return
+        self.metrics.messages_received.inc()
+
+    def refuse(self, reason: str, code: int, msg: str) -> None:
+        """Answer a refused frame with an error frame; the socket stays open."""
+        self.metrics.rejected_frames.labels(reason).inc()
+        self.send(frames.error_frame(code, msg))
 
     def on_close(self) -> None:
-        self.closed = True
+        super().on_close()
         if self.joined:
             self.joined = False
             self.hub.leave(self.group_id, self)

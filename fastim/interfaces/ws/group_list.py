@@ -8,10 +8,8 @@ import logging
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.groups import Groups
 from fastim.domain.model import Event
-from fastim.domain.sessions import Sessions
-from fastim.interfaces.http.gate import CorsPolicy
 from fastim.interfaces.ws import frames
-from fastim.interfaces.ws.base import Socket
+from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -25,28 +23,29 @@ class GroupListSocket(Socket):
     folded into one push at the end of that interval.
     """
 
+    kind = "list"
+
     def initialize(
         self,
-        sessions: Sessions,
-        cors: CorsPolicy,
+        context: SocketContext,
         hub: Hub,
         groups: Groups,
         refresher: MembershipRefresher,
         update_rate: float,
     ) -> None:
-        super().initialize(sessions, cors)
+        super().initialize(context)
         self.hub = hub
         self.groups = groups
         self.refresher = refresher
         self.update_rate = update_rate
         self.user_id: str | None = None
         self.watched: set[str] = set()
-        self.closed = False
         self.last_push = float("-inf")
         self.timer: asyncio.TimerHandle | None = None
         self.pushing = False
 
     async def open(self, user_id: str, token: str) -> None:
+        self.register()
         if not self.valid_ids(userId=user_id):
             return
         self.user_id = user_id
@@ -54,6 +53,7 @@ class GroupListSocket(Socket):
             if not await self.admitted(user_id, token):
                 return
         except StorageUnavailable:
+            self.metrics.storage_errors.inc()
             self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
             self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
             return
@@ -89,6 +89,7 @@ class GroupListSocket(Socket):
         try:
             summaries = await self.groups.summaries(self.user_id)
         except StorageUnavailable as exc:
+            self.metrics.storage_errors.inc()
             logger.warning("group list of user %s not refreshed: %s", self.user_id, exc)
             self.changed()  # try again after update_rate
             return
@@ -113,7 +114,7 @@ class GroupListSocket(Socket):
             await self.hub.join(group_id, self)
 
     def on_close(self) -> None:
-        self.closed = True
+        super().on_close()
         self.refresher.discard(self)
         if self.timer is not None:
             self.timer.cancel()

@@ -8,8 +8,11 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from fastim.domain.codec import encode_event
-from fastim.domain.model import Event
-from fastim.domain.ports import Broker
+from fastim.domain.errors import StorageUnavailable
+from fastim.domain.messages import Messages
+from fastim.domain.model import Event, Message
+from fastim.domain.ports import Broker, Clock
+from fastim.interfaces.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +34,18 @@ class Hub:
     groups, nor on the clients of other nodes (their nodes do their own part).
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, messages: Messages, metrics: Metrics, clock: Clock) -> None:
         self._broker = broker
+        self._messages = messages
+        self._metrics = metrics
+        self._clock = clock
         self._rooms: dict[str, set[Member]] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        # Per group: where live delivery stands, so a broker outage can be caught up from storage.
+        self._since: dict[str, int] = {}  # ts of the newest message delivered, or when the room opened
+        self._seen: dict[str, set[Message]] = {}  # the messages delivered that are stamped exactly _since
+        self._caught_up: dict[str, set[Message]] = {}  # delivered from storage; not again from the channel
+        broker.on_resume(self._catch_up)
 
     def members(self, group_id: str) -> frozenset[Member]:
         return frozenset(self._rooms.get(group_id, ()))
@@ -54,6 +65,7 @@ class Hub:
         if room is None:
             room = self._rooms[group_id] = set()
             room.add(member)
+            self._since[group_id] = self._clock.now_ms()
             await self._broker.subscribe(group_id, self._on_event)
         else:
             room.add(member)
@@ -66,6 +78,9 @@ class Hub:
         room.discard(member)
         if not room:
             del self._rooms[group_id]
+            self._since.pop(group_id, None)
+            self._seen.pop(group_id, None)
+            self._caught_up.pop(group_id, None)
             self._spawn(self._broker.unsubscribe(group_id, self._on_event))
 
     async def close(self) -> None:
@@ -73,16 +88,53 @@ class Hub:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
+    async def _catch_up(self, groups: frozenset[str]) -> None:
+        """After a broker outage, deliver from storage what was published while it was away."""
+        for group_id in groups & self._rooms.keys():
+            try:
+                missed = await self._messages.missed(group_id, self._since[group_id], self._seen.get(group_id, ()))
+            except StorageUnavailable as exc:
+                logger.warning("cannot catch up group %s after the outage: %s", group_id, exc)
+                continue
+            if group_id not in self._rooms:
+                continue  # its last member left meanwhile
+            self._caught_up[group_id] = set(missed)
+            for message in missed:
+                self._fan_out(group_id, message)
+            if missed:
+                logger.info("caught up %d messages of group %s missed during the outage", len(missed), group_id)
+
     def _on_event(self, group_id: str, event: Event) -> None:
+        caught_up = self._caught_up.get(group_id)
+        if caught_up and event in caught_up:
+            caught_up.discard(event)  # published before we caught up from storage: already delivered
+            return
+        self._fan_out(group_id, event)
+
+    def _fan_out(self, group_id: str, event: Event) -> None:
         room = self._rooms.get(group_id)
         if not room:
             return
+        if isinstance(event, Message):
+            self._advance(group_id, event)
         payload = encode_event(event)
         for member in tuple(room):  # a member may leave while we deliver
             try:
                 member.deliver(group_id, event, payload)
             except Exception:
                 logger.exception("delivery to a member of group %s failed", group_id)
+        self._metrics.events_fanned_out.inc()
+        self._metrics.deliveries.inc(len(room))
+        if isinstance(event, Message):
+            self._metrics.fanout_latency.observe(max(0, self._clock.now_ms() - event.ts) / 1000)
+
+    def _advance(self, group_id: str, message: Message) -> None:
+        since = self._since[group_id]
+        if message.ts > since:
+            self._since[group_id] = message.ts
+            self._seen[group_id] = {message}
+        elif message.ts == since:
+            self._seen.setdefault(group_id, set()).add(message)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

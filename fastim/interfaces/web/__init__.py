@@ -1,0 +1,1 @@
+"""The test page at ``/test/websocket``: a raw WebSocket console and a small chat client."""

@@ -1,0 +1,94 @@
+// The HTTP API (form posts, envelopes) and the socket addresses of this server.
+
+export class Api {
+  // The server's root, derived from where this page was loaded, so the page
+  // works behind a proxy that mounts the node under a prefix.
+  constructor(pageUrl = location.href) {
+    this.root = new URL("..", pageUrl);
+    this.session = null; // {userId, token} after a login
+  }
+
+  // POST form fields; resolves to the envelope {code, msg, data}, whatever the HTTP status.
+  async call(path, fields = {}) {
+    const headers = {};
+    if (this.session) {
+      headers.userId = this.session.userId;
+      headers.token = this.session.token;
+    }
+    let response;
+    try {
+      response = await fetch(new URL(path.replace(/^\//, ""), this.root), {
+        method: "POST",
+        headers,
+        body: new URLSearchParams(fields), // application/x-www-form-urlencoded
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch (error) {
+      return { code: 0, msg: `the server could not be reached (${error.message})`, data: null };
+    }
+    try {
+      const envelope = await response.json();
+      if (envelope && typeof envelope === "object" && Number.isInteger(envelope.code)) return envelope;
+    } catch (error) {
+      // fall through: not an envelope
+    }
+    return { code: response.status, msg: response.statusText || "not a JSON envelope", data: null };
+  }
+
+  // fast-im returns the token in msg.
+  async login(userId, password) {
+    const envelope = await this.call("/user/login", { userId, password });
+    if (envelope.code === 200) this.session = { userId, token: envelope.msg };
+    return envelope;
+  }
+
+  logout() {
+    this.session = null;
+  }
+
+  joinGroup(groupId) {
+    return this.call("/user/joinGroup", { groupId });
+  }
+
+  recall(groupId, ts) {
+    return this.call("/group/delMessage", { groupId, ts: String(ts) });
+  }
+
+  olderThan(groupId, userId, ts, count) {
+    return this.call("/group/listOldMessage", { groupId, userId, ts: String(ts), count: String(count) });
+  }
+
+  socketUrl(...segments) {
+    const url = new URL(segments.map(encodeURIComponent).join("/"), this.root);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
+  }
+
+  chatUrl(groupId, userId, token) {
+    return this.socketUrl("group", "chat", groupId, userId, token);
+  }
+
+  listUrl(userId, token) {
+    return this.socketUrl("group", "list", userId, token);
+  }
+}
+
+// Message lists in envelopes are JSON strings (fast-im's format); a bad one is skipped.
+export function parseMessages(strings) {
+  const messages = [];
+  for (const text of strings || []) {
+    try {
+      const message = JSON.parse(text);
+      if (isMessage(message)) messages.push(message);
+    } catch (error) {
+      // not a message: skipped
+    }
+  }
+  return messages;
+}
+
+export function isMessage(data) {
+  return data !== null && typeof data === "object" && !Array.isArray(data)
+    && typeof data.info === "string" && data.userId !== undefined && Number.isFinite(data.ts);
+}

@@ -1,0 +1,41 @@
+"""Every open socket of this node, by kind: what shutdown closes and what the gauge counts."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastim.interfaces.metrics import Metrics
+
+
+class Closable(Protocol):
+    def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+
+class Connections:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._sockets: dict[str, set[Closable]] = {"chat": set(), "list": set()}
+
+    def add(self, kind: str, socket: Closable) -> None:
+        sockets = self._sockets[kind]
+        if socket not in sockets:
+            sockets.add(socket)
+            self._metrics.open_sockets.labels(kind).inc()
+
+    def discard(self, kind: str, socket: Closable) -> None:
+        sockets = self._sockets[kind]
+        if socket in sockets:
+            sockets.discard(socket)
+            self._metrics.open_sockets.labels(kind).dec()
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is not None:
+            return len(self._sockets[kind])
+        return sum(len(sockets) for sockets in self._sockets.values())
+
+    def close_all(self, code: int, reason: str) -> int:
+        """Close every socket (e.g. 1001 on shutdown, so clients reconnect elsewhere); how many."""
+        closing = [socket for sockets in self._sockets.values() for socket in sockets]
+        for socket in closing:
+            socket.close(code, reason)
+        return len(closing)

@@ -1,0 +1,1 @@
+"""End-to-end tests: the test page in a real headless Chromium against real fastim processes."""
