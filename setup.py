@@ -24,6 +24,8 @@ setup(
             "pytest-tornado>=0.8.1",
             "fakeredis[lua]>=2.20",
             "openapi-spec-validator>=0.7",
+            "hypothesis>=6.80",
+            "websockets>=13.0",
             "playwright>=1.40",  # the Python driver only; the browser is the system's chromium
         ],
     },
