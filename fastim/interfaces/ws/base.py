@@ -92,6 +92,18 @@ class Socket(tornado.websocket.WebSocketHandler):
         except tornado.iostream.StreamBufferFullError:
             self.drop_slow_consumer()
 
+    def write_frames(self, data: bytes) -> None:
+        """Queue complete WebSocket frames built by the Hub, bypassing per-socket framing."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return
+        try:
+            connection.stream.write(data)
+        except tornado.iostream.StreamClosedError:
+            pass
+        except tornado.iostream.StreamBufferFullError:
+            self.drop_slow_consumer()
+
     def drop_slow_consumer(self) -> None:
         """The client stopped reading: close it rather than let its backlog grow the node's memory."""
         self.metrics.slow_consumer_disconnects.inc()

@@ -11,7 +11,7 @@ from fastim.domain.messages import Messages
 from fastim.domain.model import Event, Message
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
-from fastim.interfaces.ws.hub import Hub
+from fastim.interfaces.ws.hub import Batch, Hub
 from fastim.interfaces.ws.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class ChatSocket(Socket):
         self.user_id: str | None = None
         self.joined = False
         # Until the snapshot is sent, events wait here so the client sees history first.
-        self.early: list[tuple[Event, str]] | None = []
+        self.early: list[tuple[Event, bytes]] | None = []
         self.bucket = TokenBucket(limits.rate_limit, limits.rate_burst)
 
     async def open(self, group_id: str, user_id: str, token: str) -> None:
@@ -75,16 +75,15 @@ class ChatSocket(Socket):
         """Send the events that arrived while the snapshot was read, minus those it already holds."""
         early, self.early = self.early or [], None
         already = set(snapshot)
-        for event, payload in early:
-            if event not in already:
-                self.send(payload)
+        frames = b"".join(frame for event, frame in early if event not in already)
+        if frames:
+            self.write_frames(frames)
 
-    def deliver(self, group_id: str, event: Event, payload: str) -> None:
-        if self.early is not None:
-            if len(self.early) < MAX_EARLY_EVENTS:
-                self.early.append((event, payload))
-            return
-        self.send(payload)
+    def deliver(self, group_id: str, batch: Batch) -> None:
+        if self.early is None:
+            self.write_frames(batch.data)
+        elif len(self.early) < MAX_EARLY_EVENTS:
+            self.early.extend(zip(batch.events, batch.frames))
 
     async def on_message(self, text: str | bytes) -> None:
         if isinstance(text, bytes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 from fastim.domain.codec import message_object
@@ -53,3 +54,18 @@ def group_list(summaries: list[GroupSummary]) -> str:
             for summary in summaries
         ]
     )
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it.
+
+    Built once per event and written as is to every socket of the group.
+    """
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload

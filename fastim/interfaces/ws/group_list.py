@@ -7,10 +7,9 @@ import logging
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.groups import Groups
-from fastim.domain.model import Event
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
-from fastim.interfaces.ws.hub import Hub
+from fastim.interfaces.ws.hub import Batch, Hub
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class GroupListSocket(Socket):
         self.refresher.add(self)
         await self.push()
 
-    def deliver(self, group_id: str, event: Event, payload: str) -> None:
+    def deliver(self, group_id: str, batch: Batch) -> None:
         self.changed()
 
     def changed(self) -> None:
