@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -50,6 +50,7 @@ class Tally:
         self.errors: list[bytes] = []
         self.unexpected = 0
         self.disconnects = 0
+        self.close_reasons: Counter[str] = Counter()  # close frames the server sent: code and reason
 
     @property
     def received(self) -> int:
@@ -74,10 +75,11 @@ class Tally:
 class ChatClient(WSListener):
     """One chat socket: ready once the snapshot arrives, then tallies every marked frame."""
 
-    def __init__(self, tally: Tally, group_size: int) -> None:
+    def __init__(self, tally: Tally, group_id: str) -> None:
         super().__init__()
         self.tally = tally
-        self.group_size = group_size  # sockets, on every node, that receive what this one sends
+        self.group_id = group_id
+        self.group_size = 0  # sockets, on every node, that receive what this one sends; set once all are open
         self.transport: WSTransport | None = None
         self.ready = asyncio.get_running_loop().create_future()
         self.closing = False
@@ -99,6 +101,7 @@ class ChatClient(WSListener):
 
     def _other_frame(self, transport: WSTransport, frame: WSFrame, payload: bytes) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
+            self.tally.close_reasons[f"{int(frame.get_close_code())} {frame.get_close_reason() or ''}".strip()] += 1
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
         elif not self.ready.done() and payload.startswith(SNAPSHOT_PREFIX):
@@ -125,10 +128,16 @@ class ChatClient(WSListener):
 
 @dataclass(frozen=True)
 class SocketSpec:
-    """Where one socket connects and how many sockets share its group."""
+    """Where one socket connects: ``{node}/group/chat/{group_id}/{user_id}/{token}``."""
 
-    url: str
-    group_size: int
+    node_url: str
+    group_id: str
+    user_id: str
+
+    @property
+    def url(self) -> str:
+        # login_auth is 0 on the benchmark nodes: any non-empty token is accepted.
+        return f"{self.node_url}/group/chat/{self.group_id}/{self.user_id}/bench"
 
 
 @dataclass
@@ -157,11 +166,11 @@ async def open_sockets(specs: list[SocketSpec], tally: Tally, concurrency: int, 
         async with gate:
             client: ChatClient | None = None
             try:
-                _, client = await ws_connect(lambda: ChatClient(tally, spec.group_size), spec.url,
+                _, client = await ws_connect(lambda: ChatClient(tally, spec.group_id), spec.url,
                                              websocket_handshake_timeout=timeout_s)
                 await asyncio.wait_for(client.ready, timeout_s)
                 return client
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # picows raises its own handshake errors
+            except Exception as exc:  # OSError, timeouts, picows' handshake errors: all count as a failed open
                 errors.append(f"{type(exc).__name__}: {exc}")
                 if client is not None:
                     client.close()
@@ -171,6 +180,9 @@ async def open_sockets(specs: list[SocketSpec], tally: Tally, concurrency: int, 
     results = await asyncio.gather(*(open_one(spec) for spec in specs))
     seconds = time.monotonic() - started
     clients = [client for client in results if client is not None]
+    sizes = Counter(client.group_id for client in clients)
+    for client in clients:
+        client.group_size = sizes[client.group_id]
     return Opened(clients, len(errors), errors[0] if errors else None, seconds)
 
 
@@ -229,5 +241,3 @@ def latency_summary(latencies_ns: array) -> dict[str, float]:
         "max_ms": ordered[-1] / 1e6 if ordered else float("nan"),
     }
 
-
-Callback = Callable[[], None]

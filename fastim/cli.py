@@ -20,6 +20,7 @@ EXIT_INTERRUPTED = 130
 SERVE_FLAGS = {
     "host": ("server", "host"),
     "port": ("server", "port"),
+    "workers": ("server", "workers"),
     "backend": ("storage", "backend"),
     "redis_url": ("storage", "redis_url"),
 }
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     # other source, so a bad flag gets the same one-line error.
     serve.add_argument("--host", help="address to listen on ([server] host)")
     serve.add_argument("--port", help="port to listen on ([server] port)")
+    serve.add_argument("--workers", metavar="N", help="processes sharing the port, each a full node ([server] workers)")
     serve.add_argument("--backend", metavar="memory|redis", help="storage backend ([storage] backend)")
     serve.add_argument("--redis-url", metavar="URL", help="Redis to use with --backend redis ([storage] redis_url)")
     return parser
@@ -76,9 +78,10 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here so that `fastim --help` and a settings error need neither
     # Tornado nor the container.
     from fastim.server import StartupError, run
+    from fastim.workers import run_workers
 
     try:
-        return run(settings)
+        return run_workers(settings) if settings.server.workers > 1 else run(settings)
     except StartupError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -46,16 +47,22 @@ class Node:
     Shutdown stages run in order; one that fails is logged and the rest still run.
     """
 
-    def __init__(self, settings: Settings, container: Container | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        container: Container | None = None,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
         self.settings = settings
         self.container = container if container is not None else build_container(settings)
         self.node_id = os.getpid()
+        self._sockets = sockets  # already bound by a supervisor (--workers), else the node binds its own
         self._http_server: tornado.httpserver.HTTPServer | None = None
 
     async def start(self) -> None:
         """Check the storage, then listen; on failure release everything and raise StartupError."""
         try:
-            await self._check_storage()
+            await self.check_storage()
             self._listen()
         except BaseException:
             try:
@@ -83,7 +90,7 @@ class Node:
             ("close storage and broker", self._close_container),
         ]
 
-    async def _check_storage(self) -> None:
+    async def check_storage(self) -> None:
         storage = self.settings.storage
         if storage.backend != "redis":
             return
@@ -104,6 +111,10 @@ class Node:
     def _listen(self) -> None:
         host, port = self.settings.server.host, self.settings.server.port
         server = tornado.httpserver.HTTPServer(make_app(self.container))
+        if self._sockets is not None:
+            server.add_sockets(self._sockets)
+            self._http_server = server
+            return
         try:
             server.listen(port, address=host)
         except OSError as exc:
@@ -187,7 +198,12 @@ class ShutdownDeadline:
         os._exit(FORCED_EXIT_STATUS)
 
 
-async def serve(settings: Settings, deadline: ShutdownDeadline, container: Container | None = None) -> int:
+async def serve(
+    settings: Settings,
+    deadline: ShutdownDeadline,
+    container: Container | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> int:
     """Run a node until SIGTERM or SIGINT, then stop it; return the exit status.
 
     The first signal starts the graceful shutdown and arms ``deadline``; a second
@@ -206,7 +222,7 @@ async def serve(settings: Settings, deadline: ShutdownDeadline, container: Conta
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        node = Node(settings, container)
+        node = Node(settings, container, sockets)
         await node.start()
         await stopping.wait()
         await node.stop()
@@ -216,7 +232,9 @@ async def serve(settings: Settings, deadline: ShutdownDeadline, container: Conta
             loop.remove_signal_handler(sig)
 
 
-def run(settings: Settings, container: Container | None = None) -> int:
+def run(
+    settings: Settings, container: Container | None = None, sockets: list[socket.socket] | None = None
+) -> int:
     """Serve in a fresh event loop; raise StartupError if the node cannot start.
 
     Pass a ``container`` whose providers you overrode (your own Authenticator,
@@ -224,7 +242,7 @@ def run(settings: Settings, container: Container | None = None) -> int:
     """
     deadline = ShutdownDeadline(SHUTDOWN_DEADLINE_SECONDS)
     try:
-        return asyncio.run(serve(settings, deadline, container))
+        return asyncio.run(serve(settings, deadline, container, sockets))
     finally:
         deadline.disarm()
 

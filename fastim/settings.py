@@ -25,6 +25,7 @@ class SettingsError(Exception):
 class ServerSettings:
     host: str
     port: int
+    workers: int
     allowed_origins: tuple[str, ...]
     open_paths: tuple[str, ...]
     log_format: str
@@ -141,6 +142,8 @@ class ServerSchema(Schema):
         validate=validate.Regexp(r"^\S+$", error="Must be a host name or address, without spaces."),
     )
     port = fields.Integer(load_default=9000, validate=validate.Range(min=1, max=65535))
+    # One process per core is the useful maximum; 64 catches a typo without limiting real machines.
+    workers = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
     allowed_origins = _Origins(load_default=("*",))
     open_paths = _Paths(load_default=DEFAULT_OPEN_PATHS)
     log_format = _Choice(("text", "json"), load_default="text")
@@ -292,7 +295,7 @@ def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
     for (section, key), (value, _) in raw.items():
         data[section][key] = value
     try:
-        return SettingsSchema().load(data)
+        settings = SettingsSchema().load(data)
     except ValidationError as exc:
         errors = exc.messages if isinstance(exc.messages, dict) else {}
         problems = [
@@ -302,6 +305,13 @@ def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
             if isinstance(errors.get(section), dict) and key in errors[section]
         ]
         raise SettingsError("; ".join(problems) or _one_line(exc)) from exc
+    if settings.server.workers > 1 and settings.storage.backend == "memory":
+        value, source = raw.get(("server", "workers"), ("", DEFAULT_SOURCE))
+        raise SettingsError(
+            f"invalid setting [server] workers = {value!r} (from {source}): several workers need "
+            "[storage] backend = redis; in-memory workers would not see each other's messages"
+        )
+    return settings
 
 
 def _describe(section: str, key: str, given: tuple[str, str], messages: Any) -> str:

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,7 @@ class ServeProcess:
         redis_url: str | None = None,
         environ: Mapping[str, str] | None = None,
         port: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.name = name
@@ -73,6 +74,7 @@ class ServeProcess:
                      "--backend", backend]
         if redis_url is not None:
             self.argv += ["--redis-url", redis_url]
+        self.argv += list(args)  # more flags of `fastim serve`, e.g. ["--workers", "2"]
         self.environ = child_environ(environ)
         self.stderr_path = self.workdir / f"{name}-{self.port}-stderr.log"
         self.process: subprocess.Popen | None = None
