@@ -27,6 +27,10 @@ ERROR_PREFIX = b'{"code":'
 # Until a window opens nothing counts: no real send time is this late.
 NEVER_NS = 1 << 62
 POLL_S = 0.01
+# A refused open is tried again this many times in all, after a pause that grows by
+# RETRY_PAUSE_S each time: a client reconnecting after "1013 try again later".
+OPEN_ATTEMPTS = 5
+RETRY_PAUSE_S = 0.1
 monotonic_ns = time.monotonic_ns
 
 
@@ -146,6 +150,7 @@ class Opened:
     failures: int
     first_error: str | None
     seconds: float
+    retries: int
 
     @property
     def per_second(self) -> float:
@@ -157,24 +162,39 @@ async def open_sockets(specs: list[SocketSpec], tally: Tally, concurrency: int, 
 
     Bounded concurrency is what a crowd of reconnecting clients looks like, and
     keeps the accept backlog of the server from overflowing into SYN retries
-    that would measure the kernel's retry timer rather than the server.
+    that would measure the kernel's retry timer rather than the server. A socket
+    the server refuses (e.g. 1013 "try again later") is retried a few times, as
+    a real client would; ``Opened.retries`` says how often that happened.
     """
     gate = asyncio.Semaphore(concurrency)
     errors: list[str] = []
+    retries = 0
+
+    async def attempt(spec: SocketSpec) -> ChatClient:
+        client: ChatClient | None = None
+        try:
+            _, client = await ws_connect(lambda: ChatClient(tally, spec.group_id), spec.url,
+                                         websocket_handshake_timeout=timeout_s)
+            await asyncio.wait_for(client.ready, timeout_s)
+            return client
+        except BaseException:
+            if client is not None:
+                client.close()
+            raise
 
     async def open_one(spec: SocketSpec) -> ChatClient | None:
+        nonlocal retries
         async with gate:
-            client: ChatClient | None = None
-            try:
-                _, client = await ws_connect(lambda: ChatClient(tally, spec.group_id), spec.url,
-                                             websocket_handshake_timeout=timeout_s)
-                await asyncio.wait_for(client.ready, timeout_s)
-                return client
-            except Exception as exc:  # OSError, timeouts, picows' handshake errors: all count as a failed open
-                errors.append(f"{type(exc).__name__}: {exc}")
-                if client is not None:
-                    client.close()
-                return None
+            for tries in range(OPEN_ATTEMPTS):
+                try:
+                    return await attempt(spec)
+                except Exception as exc:  # OSError, timeouts, picows' handshake errors, a refusal
+                    if tries + 1 == OPEN_ATTEMPTS:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                        return None
+                    retries += 1
+                    await asyncio.sleep(RETRY_PAUSE_S * (tries + 1))
+        return None
 
     started = time.monotonic()
     results = await asyncio.gather(*(open_one(spec) for spec in specs))
@@ -183,7 +203,7 @@ async def open_sockets(specs: list[SocketSpec], tally: Tally, concurrency: int, 
     sizes = Counter(client.group_id for client in clients)
     for client in clients:
         client.group_size = sizes[client.group_id]
-    return Opened(clients, len(errors), errors[0] if errors else None, seconds)
+    return Opened(clients, len(errors), errors[0] if errors else None, seconds, retries)
 
 
 def close_all(clients: list[ChatClient]) -> None:

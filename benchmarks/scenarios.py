@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from benchmarks import procstats
@@ -35,6 +36,8 @@ SETTLE_S = 1.0
 # Share of the load generator's CPU (plus Redis, which shares it) above which it may be
 # the bottleneck rather than the server.
 CLIENT_BUSY_CORES = 0.85
+# A sender that wakes this late has a busy loop: its messages went out in a burst.
+PACER_LAG_NOTE_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class SocketSet:
         row.open_failures = self.opened.failures
         row.opens_per_s = self.opened.per_second
         row.rss_kb_per_socket = self.rss_kb_per_socket
+        if self.opened.retries:
+            row.notes.append(f"{self.opened.retries} opens retried")
         if self.opened.first_error:
             row.notes.append(f"open failed: {self.opened.first_error}")
         return row
@@ -178,6 +183,7 @@ async def measure(target: Target, senders: list[ChatClient], rate: float, tally:
         before = procstats.sample_cpu(target.server_pids)
         redis_before = procstats.cpu_seconds(target.redis_pid)
         disconnects_before, errors_before = tally.disconnects, len(tally.errors)
+        closes_before = Counter(tally.close_reasons)
         tally.open_window()
         await sending
     finally:
@@ -185,8 +191,11 @@ async def measure(target: Target, senders: list[ChatClient], rate: float, tally:
     drained = await tally.drained(drain_s)
     after = procstats.sample_cpu(target.server_pids)
     redis_cpu = procstats.cpu_seconds(target.redis_pid) - redis_before
-    return _fill(row, rate, tally, before, after, redis_cpu, drained, pacer,
-                 tally.disconnects - disconnects_before, len(tally.errors) - errors_before)
+    row = _fill(row, rate, tally, before, after, redis_cpu, drained, pacer,
+                tally.disconnects - disconnects_before, len(tally.errors) - errors_before)
+    for reason, count in (tally.close_reasons - closes_before).most_common(2):
+        row.notes.append(f"{count} closed with {reason}")
+    return row
 
 
 def _fill(row: Row, rate: float, tally: Tally, before: procstats.CpuSample, after: procstats.CpuSample,
@@ -208,8 +217,9 @@ def _fill(row: Row, rate: float, tally: Tally, before: procstats.CpuSample, afte
     row.error_frames += errors
     if not drained:
         row.notes.append("not drained in time")
-    if pacer.max_behind > 1:
-        row.notes.append(f"pacer caught up {pacer.max_behind} at once")
+    lag_ms = (pacer.max_behind - 1) / rate * 1000
+    if lag_ms > PACER_LAG_NOTE_MS:
+        row.notes.append(f"sender ran up to {lag_ms:.0f} ms late")
     if row.loadgen_cores + row.redis_cores > CLIENT_BUSY_CORES:
         row.notes.append("client CPU busy: may be load-generator bound")
     return row

@@ -15,6 +15,7 @@ DEFAULTS = {
     "server": {
         "host": "127.0.0.1",
         "port": 9000,
+        "workers": 1,
         "allowed_origins": ("*",),
         "open_paths": ("/user/login", "/test/websocket", "/healthz", "/readyz", "/metrics", "/openapi.json"),
         "log_format": "text",
@@ -275,3 +276,11 @@ def test_explicit_missing_config_file_is_an_error(empty_cwd):
 def test_malformed_file_is_one_line_error(empty_cwd, text):
     path = write_ini(empty_cwd, text)
     assert error_of(config_path=path).startswith(f"cannot read config file {path}: ")
+
+
+def test_several_workers_need_the_redis_backend():
+    with pytest.raises(SettingsError) as error:
+        load(overrides={("server", "workers"): "2"})
+    assert "workers" in str(error.value) and "redis" in str(error.value) and "\n" not in str(error.value)
+    redis_workers = load(overrides={("server", "workers"): "4", ("storage", "backend"): "redis"})
+    assert redis_workers.server.workers == 4
