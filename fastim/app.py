@@ -5,7 +5,7 @@ from __future__ import annotations
 import tornado.web
 
 from fastim.container import Container
-from fastim.interfaces.http.base import HttpContext, NotFoundHandler
+from fastim.interfaces.http.base import NotFoundHandler
 from fastim.interfaces.http.group import DelMessageHandler, ListMessageHandler, ListOldMessageHandler
 from fastim.interfaces.http.health import HealthHandler, ReadyHandler
 from fastim.interfaces.http.metrics import MetricsHandler

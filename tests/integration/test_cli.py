@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,26 +14,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import child_environ, free_port
+
 START_TIMEOUT_S = 15.0
 EXIT_TIMEOUT_S = 5.0
-SETTING_SECTIONS = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_IM_")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_environ(**extra: str) -> dict[str, str]:
-    """This environment without fastim settings, with the repository importable."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_SECTIONS)}
-    environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), environ.get("PYTHONPATH", "")) if p
-    )
-    environ.update(extra)
-    return environ
 
 
 class Fastim:
@@ -82,7 +65,7 @@ def run_fastim(tmp_path):
 
     def start(*args: str, module_argv: list[str] | None = None, **environ: str) -> Fastim:
         argv = module_argv or [sys.executable, "-m", "fastim", *args]
-        proc = Fastim(argv, tmp_path, child_environ(**environ))
+        proc = Fastim(argv, tmp_path, child_environ(environ))
         started.append(proc)
         return proc
 
