@@ -20,6 +20,7 @@ from fastim.infrastructure.memory.repositories import (
     MemoryStorage,
     MemoryTokenRepository,
 )
+from fastim.infrastructure.redis.batcher import CommandBatcher
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.repositories import (
@@ -44,26 +45,27 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
 
     redis_client = providers.Singleton(make_client, config.storage.redis_url)
+    redis_batcher = providers.Singleton(CommandBatcher, redis_client)  # one pipeline per loop turn per node
 
     message_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryMessageRepository, clock),
-        redis=providers.Singleton(RedisMessageRepository, redis_client),
+        redis=providers.Singleton(RedisMessageRepository, redis_client, redis_batcher),
     )
     membership_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryMembershipRepository),
-        redis=providers.Singleton(RedisMembershipRepository, redis_client),
+        redis=providers.Singleton(RedisMembershipRepository, redis_client, redis_batcher),
     )
     token_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryTokenRepository, clock),
-        redis=providers.Singleton(RedisTokenRepository, redis_client),
+        redis=providers.Singleton(RedisTokenRepository, redis_client, redis_batcher),
     )
     broker = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryBroker),
-        redis=providers.Singleton(RedisBroker, redis_client),
+        redis=providers.Singleton(RedisBroker, redis_client, redis_batcher),
     )
     storage = providers.Selector(
         config.storage.backend,

@@ -16,6 +16,7 @@ from fastim.domain.codec import InvalidPayload, decode_event, encode_event
 from fastim.domain.model import Event
 from fastim.domain.ports import EventListener, ResumeListener
 from fastim.infrastructure.redis import keys
+from fastim.infrastructure.redis.batcher import CommandBatcher
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,14 @@ class RedisBroker:
     def __init__(
         self,
         client: redis.Redis,
+        batcher: CommandBatcher | None = None,
         *,
         poll_seconds: float = POLL_SECONDS,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
     ) -> None:
         self._client = client
+        self._batcher = batcher or CommandBatcher(client)
         self._poll_seconds = poll_seconds
         self._backoff_initial = backoff_initial_seconds
         self._backoff_cap = backoff_cap_seconds
@@ -83,7 +86,7 @@ class RedisBroker:
     async def publish(self, event: Event) -> None:
         channel = keys.channel(event.group_id)
         with storage_errors(f"publish to {channel}"):
-            await self._client.publish(channel, encode_event(event))
+            await self._batcher.execute("PUBLISH", channel, encode_event(event))
 
     async def subscribe(self, group_id: str, listener: EventListener) -> None:
         """Register ``listener``; it stays registered even when Redis cannot be told now.

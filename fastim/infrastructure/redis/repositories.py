@@ -7,11 +7,11 @@ import logging
 from collections.abc import Iterable
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 
 from fastim.domain.codec import InvalidPayload, decode_message, encode_message
 from fastim.domain.model import GroupSummary, Message, Page
 from fastim.infrastructure.redis import keys, scripts
+from fastim.infrastructure.redis.batcher import CommandBatcher, LuaScript
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -19,51 +19,49 @@ logger = logging.getLogger(__name__)
 # A readiness probe must answer within a load balancer's patience.
 PING_TIMEOUT_SECONDS = 2.0
 
+_APPEND = LuaScript(scripts.APPEND)
+_NEWEST = LuaScript(scripts.NEWEST)
+_BEFORE = LuaScript(scripts.BEFORE)
+_REMOVE = LuaScript(scripts.REMOVE)
+_CHECK_AND_RENEW_TOKEN = LuaScript(scripts.CHECK_AND_RENEW_TOKEN)
+
 
 class RedisMessageRepository:
     """Each group's messages as a JSON-string list ``gml:{groupId}``, oldest first."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
         self._client = client
-        self._before = client.register_script(scripts.BEFORE)
-        self._remove = client.register_script(scripts.REMOVE)
+        self._batcher = batcher or CommandBatcher(client)
 
     async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> int:
         key = keys.messages(message.group_id)
         with storage_errors(f"append to {key}"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, encode_message(message))
-                _expire(pipe, key, ttl_seconds)
-                if max_length > 0:
-                    pipe.ltrim(key, -max_length, -1)
-                pipe.llen(key)
-                replies = await pipe.execute()
-        return int(replies[-1])
+            total = await self._batcher.run(
+                _APPEND, [key], [encode_message(message), ttl_seconds, max(max_length, 0)]
+            )
+        return int(total)
 
     async def newest(self, group_id: str, count: int) -> Page:
         key = keys.messages(group_id)
         if count <= 0:
             # LRANGE -0 -1 would be the whole list, so ask only for the total.
             with storage_errors(f"read the length of {key}"):
-                total = await self._client.llen(key)
+                total = await self._batcher.execute("LLEN", key)
             return Page(messages=[], total=int(total))
         with storage_errors(f"read the newest messages of {key}"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.lrange(key, -count, -1)
-                pipe.llen(key)
-                items, total = await pipe.execute()
+            items, total = await self._batcher.run(_NEWEST, [key], [count])
         return Page(messages=_decode_all(key, items), total=int(total))
 
     async def range(self, group_id: str, start: int, end: int) -> list[Message]:
         key = keys.messages(group_id)
         with storage_errors(f"read a range of {key}"):
-            items = await self._client.lrange(key, start, end)
+            items = await self._batcher.execute("LRANGE", key, start, end)
         return _decode_all(key, items)
 
     async def before(self, group_id: str, user_id: str, ts: int, count: int) -> list[Message] | None:
         key = keys.messages(group_id)
         with storage_errors(f"read the messages before an anchor in {key}"):
-            items = await self._before(keys=[key], args=[user_id, str(ts), max(count, 0)])
+            items = await self._batcher.run(_BEFORE, [key], [user_id, str(ts), max(count, 0)])
         if items is None:
             return None
         return _decode_all(key, items)
@@ -71,7 +69,7 @@ class RedisMessageRepository:
     async def remove(self, group_id: str, user_id: str, ts: int) -> Message | None:
         key = keys.messages(group_id)
         with storage_errors(f"remove a message from {key}"):
-            item = await self._remove(keys=[key], args=[user_id, str(ts)])
+            item = await self._batcher.run(_REMOVE, [key], [user_id, str(ts)])
         if item is None:
             return None
         try:
@@ -105,44 +103,44 @@ class RedisMessageRepository:
 class RedisMembershipRepository:
     """The groups each user joined, as the set ``ugs:{userId}``."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
+        self._batcher = batcher or CommandBatcher(client)
 
     async def join(self, user_id: str, group_id: str) -> None:
         key = keys.memberships(user_id)
         with storage_errors(f"add a group to {key}"):
-            await self._client.sadd(key, group_id)
+            await self._batcher.execute("SADD", key, group_id)
 
     async def groups_of(self, user_id: str) -> list[str]:
         key = keys.memberships(user_id)
         with storage_errors(f"read {key}"):
-            members = await self._client.smembers(key)
+            members = await self._batcher.execute("SMEMBERS", key)
         # A set has no order; sorting makes the answer the same on every call.
         return sorted(members)
 
     async def is_member(self, user_id: str, group_id: str) -> bool:
         key = keys.memberships(user_id)
         with storage_errors(f"check a group in {key}"):
-            return bool(await self._client.sismember(key, group_id))
+            return bool(await self._batcher.execute("SISMEMBER", key, group_id))
 
 
 class RedisTokenRepository:
     """One login token per user, as the string ``login:{userId}`` with a TTL."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self._check_and_renew = client.register_script(scripts.CHECK_AND_RENEW_TOKEN)
+    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
+        self._batcher = batcher or CommandBatcher(client)
 
     async def issue(self, user_id: str, token: str, ttl_seconds: int) -> None:
         key = keys.token(user_id)
+        # SET rejects EX 0; a non-positive TTL means the token does not expire.
+        expiry = ["EX", ttl_seconds] if ttl_seconds > 0 else []
         with storage_errors(f"store the token {key}"):
-            # SET rejects EX 0; a non-positive TTL means the token does not expire.
-            await self._client.set(key, token, ex=ttl_seconds if ttl_seconds > 0 else None)
+            await self._batcher.execute("SET", key, token, *expiry)
 
     async def check_and_renew(self, user_id: str, token: str, ttl_seconds: int) -> bool:
         key = keys.token(user_id)
         with storage_errors(f"check the token {key}"):
-            renewed = await self._check_and_renew(keys=[key], args=[token, ttl_seconds])
+            renewed = await self._batcher.run(_CHECK_AND_RENEW_TOKEN, [key], [token, ttl_seconds])
         return renewed == 1
 
 
@@ -163,15 +161,6 @@ class RedisStorage:
         except Exception:
             logger.exception("redis ping failed unexpectedly")
             return False
-
-
-def _expire(pipe: Pipeline, key: str, ttl_seconds: int) -> None:
-    # EXPIRE with 0 or less would delete the list just written; a non-positive
-    # TTL means the list does not expire.
-    if ttl_seconds > 0:
-        pipe.expire(key, ttl_seconds)
-    else:
-        pipe.persist(key)
 
 
 def _decode_all(key: str, items: Iterable[str]) -> list[Message]:

@@ -85,3 +85,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+# KEYS[1] = gml:{groupId}; ARGV = message JSON, ttl_seconds, max_length.
+# Appends, renews (or, for a non-positive TTL, removes) the expiry, trims to the
+# newest max_length when it is positive, and returns the new length: one
+# command, so many sockets' appends can share one pipelined round trip.
+APPEND = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+end
+local max_length = tonumber(ARGV[3])
+if max_length > 0 then
+  redis.call('LTRIM', KEYS[1], -max_length, -1)
+end
+return redis.call('LLEN', KEYS[1])
+"""
+
+# KEYS[1] = gml:{groupId}; ARGV = count (> 0).
+# The newest count elements, oldest first, and the length, read atomically.
+NEWEST = """
+return {redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1), redis.call('LLEN', KEYS[1])}
+"""
