@@ -93,12 +93,35 @@ class Socket(tornado.websocket.WebSocketHandler):
             self.drop_slow_consumer()
 
     def write_frames(self, data: bytes) -> None:
-        """Queue complete WebSocket frames built by the Hub, bypassing per-socket framing."""
+        """Queue complete WebSocket frames built by the Hub, bypassing per-socket framing.
+
+        When nothing is queued for this socket, the bytes go straight to the
+        kernel (one send call, no buffer, no future); the stream takes over only
+        for what the kernel did not take, so order and the backlog bound hold.
+        """
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             return
+        stream = connection.stream
         try:
-            connection.stream.write(data)
+            if not stream.writing() and not stream.closed():
+                sent = stream.write_to_fd(memoryview(data))
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            stream.write(data)
+        except BlockingIOError:  # the kernel buffer is full: the stream waits for room
+            self._queue(stream, data)
+        except tornado.iostream.StreamClosedError:
+            pass
+        except tornado.iostream.StreamBufferFullError:
+            self.drop_slow_consumer()
+        except OSError:
+            pass  # reset by the peer: the stream sees it on its next read and closes the socket
+
+    def _queue(self, stream: tornado.iostream.IOStream, data: bytes) -> None:
+        try:
+            stream.write(data)
         except tornado.iostream.StreamClosedError:
             pass
         except tornado.iostream.StreamBufferFullError:
