@@ -28,6 +28,12 @@ setup(
             "websockets>=13.0",
             "playwright>=1.40",  # the Python driver only; the browser is the system's chromium
         ],
+        # python -m benchmarks.run: a compiled WebSocket client on a fast loop, cheap enough
+        # to load a fast server from the other core
+        "bench": [
+            "picows>=2.3",
+            "uvloop>=0.19",
+        ],
     },
     entry_points={"console_scripts": ["fastim = fastim.cli:main"]},
 )

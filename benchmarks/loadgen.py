@@ -4,7 +4,8 @@ It has to stay cheap next to a fast server on the other core, so no received
 frame is JSON-decoded: every sent message's ``info`` starts with a fixed-width
 marker ``@<send ns, 19 digits>:<seq, 10 digits>:``, which the receiver finds
 with ``bytes.find`` on the raw payload; one ``int()`` of 19 digits gives the
-latency.
+latency. The sequence id keeps every message distinct, since the server tells
+messages apart by their content (author, text, timestamp).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ERROR_PREFIX = b'{"code":'
 # Until a window opens nothing counts: no real send time is this late.
 NEVER_NS = 1 << 62
 POLL_S = 0.01
+MIN_TICK_S = 0.001
 # A refused open is tried again this many times in all, after a pause that grows by
 # RETRY_PAUSE_S each time: a client reconnecting after "1013 try again later".
 OPEN_ATTEMPTS = 5
@@ -40,6 +42,17 @@ def make_info(send_ns: int, seq: int, size: int) -> bytes:
     return (header + "x" * (size - HEADER_CHARS)).encode("ascii")
 
 
+@dataclass(frozen=True)
+class Incidents:
+    """What went wrong: sockets the server closed, refused frames (with one example), frames not understood."""
+
+    disconnects: int
+    error_frames: int
+    unexpected: int
+    closes: Counter[str]  # close frames the server sent, by "code reason"
+    example_error: bytes | None = None
+
+
 class Tally:
     """What the sockets received of the messages sent since the window opened.
 
@@ -49,6 +62,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.since_ns = NEVER_NS
+        self.last_ns = NEVER_NS  # when the window's latest delivery arrived
         self.expected = 0
         self.latencies_ns = array("q")
         self.errors: list[bytes] = []
@@ -60,11 +74,25 @@ class Tally:
     def received(self) -> int:
         return len(self.latencies_ns)
 
+    @property
+    def receiving_s(self) -> float:
+        """From the window's opening to its latest delivery."""
+        return (self.last_ns - self.since_ns) / 1e9
+
     def open_window(self) -> None:
         """Count from now on; forget what came before."""
-        self.since_ns = monotonic_ns()
+        self.since_ns = self.last_ns = monotonic_ns()
         self.expected = 0
         self.latencies_ns = array("q")
+
+    def incidents(self, since: Incidents | None = None) -> Incidents:
+        """Everything so far, or only what happened after ``since`` (an earlier result of this method)."""
+        now = Incidents(self.disconnects, len(self.errors), self.unexpected, Counter(self.close_reasons))
+        if since is None:
+            return now
+        new_errors = self.errors[since.error_frames:]
+        return Incidents(now.disconnects - since.disconnects, len(new_errors), now.unexpected - since.unexpected,
+                         now.closes - since.closes, new_errors[0] if new_errors else None)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until every expected delivery arrived, or ``timeout_s`` passed; True when all did."""
@@ -99,14 +127,16 @@ class ChatClient(WSListener):
             sent_ns = int(payload[at + SEND_NS_AT:at + SEND_NS_END])
             tally = self.tally
             if sent_ns >= tally.since_ns:
-                tally.latencies_ns.append(monotonic_ns() - sent_ns)
+                now = tally.last_ns = monotonic_ns()
+                tally.latencies_ns.append(now - sent_ns)
             return
         self._other_frame(transport, frame, payload)
 
     def _other_frame(self, transport: WSTransport, frame: WSFrame, payload: bytes) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
-            self.tally.close_reasons[f"{int(frame.get_close_code())} {frame.get_close_reason() or ''}".strip()] += 1
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            code = frame.get_close_code()
+            self.tally.close_reasons[f"{int(code)} {frame.get_close_reason() or ''}".rstrip()] += 1
+            transport.send_close(code, frame.get_close_message())
             transport.disconnect()
         elif not self.ready.done() and payload.startswith(SNAPSHOT_PREFIX):
             self.ready.set_result(None)
@@ -117,8 +147,9 @@ class ChatClient(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.ready.done():
+            # A refused open: open_sockets retries or reports it; it is no lost socket.
             self.ready.set_exception(ConnectionError("closed before the snapshot"))
-        if not self.closing:
+        elif not self.closing:
             self.tally.disconnects += 1
 
     def send(self, info: bytes) -> None:
@@ -146,6 +177,8 @@ class SocketSpec:
 
 @dataclass
 class Opened:
+    """The sockets that opened, and what it took: failures after every retry, retries, wall time."""
+
     clients: list[ChatClient]
     failures: int
     first_error: str | None
@@ -227,7 +260,7 @@ class Pacer:
         self.sent = 0
         self.max_behind = 0  # the most messages one wake-up had to catch up: > 1 means the timer lagged
 
-    async def run(self, seconds: float, seq_base: int = 0) -> None:
+    async def run(self, seconds: float) -> None:
         senders, rate, size, tally = self.senders, self.rate, self.size, self.tally
         total = int(seconds * rate)
         start = time.monotonic()
@@ -237,11 +270,13 @@ class Pacer:
             while self.sent < due:
                 client = senders[self.sent % len(senders)]
                 send_ns = monotonic_ns()
-                client.send(make_info(send_ns, seq_base + self.sent, size))
+                client.send(make_info(send_ns, self.sent, size))
                 if send_ns >= tally.since_ns:
                     tally.expected += client.group_size
                 self.sent += 1
-            await asyncio.sleep(max(0.0, start + self.sent / rate - time.monotonic()))
+            # Never less than one tick: the loop's timers have 1 ms resolution, and a shorter
+            # sleep wakes before anything is due and spins.
+            await asyncio.sleep(max(MIN_TICK_S, start + self.sent / rate - time.monotonic()))
 
 
 def percentile_ms(sorted_ns: array | list[int], fraction: float) -> float:

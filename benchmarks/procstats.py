@@ -32,6 +32,29 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:  # gone meanwhile
+        return None
+    return int(text[text.rindex(b")") + 2:].split()[1])
+
+
+def with_descendants(pids: Iterable[int]) -> list[int]:
+    """``pids`` and every process below them: a node started with ``--workers`` forks its workers."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (parent := _parent(int(entry))) is not None:
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
 def own_cpu_seconds() -> float:
     """This process's user + system CPU seconds, at microsecond resolution."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -48,8 +71,10 @@ class CpuSample:
 
 
 def sample_cpu(pids: Iterable[int]) -> CpuSample:
-    return CpuSample(time.monotonic(), sum(cpu_seconds(pid) for pid in pids), own_cpu_seconds())
+    """CPU of ``pids`` and their descendants, and of this process, now."""
+    return CpuSample(time.monotonic(), sum(cpu_seconds(pid) for pid in with_descendants(pids)), own_cpu_seconds())
 
 
 def total_rss_kb(pids: Iterable[int]) -> int:
-    return sum(rss_kb(pid) for pid in pids)
+    """Resident memory of ``pids`` and their descendants."""
+    return sum(rss_kb(pid) for pid in with_descendants(pids))

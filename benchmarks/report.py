@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.scenarios import Row
+from benchmarks.measure import Row
 
 
 def _number(digits: int) -> Callable[[float | None], str]:
@@ -44,10 +44,12 @@ COLUMNS: list[tuple[str, str, Callable]] = [
 
 
 def markdown(rows: list[Row]) -> str:
-    header = [title for title, _, _ in COLUMNS] + ["notes"]
+    """The table; with a commit column only when the server changed during the run."""
+    columns = COLUMNS if len({row.commit for row in rows}) <= 1 else [("commit", "commit", str), *COLUMNS]
+    header = [title for title, _, _ in columns] + ["notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [render(getattr(row, attribute)) for _, attribute, render in COLUMNS]
+        cells = [render(getattr(row, attribute)) for _, attribute, render in columns]
         cells.append("; ".join(_notes(row)) or "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -74,6 +76,7 @@ def write_json(path: Path, meta: dict, rows: list[Row]) -> None:
 
 def progress(row: Row) -> str:
     """One line on stderr as each variant finishes, so a long run shows it is alive."""
-    p99 = "–" if row.p99_ms is None else f"{row.p99_ms:.1f} ms"
-    rate = "–" if row.delivered_per_s is None else f"{row.delivered_per_s:,.0f}/s"
-    return f"{row.scenario} x{row.nodes} {row.load}: {row.sockets} sockets, {rate}, loss {row.loss}, p99 {p99}"
+    head = f"{row.scenario} x{row.nodes} {row.load}: {row.sockets} sockets"
+    if row.delivered_per_s is None:
+        return f"{head}, {row.opens_per_s or 0:,.0f} opens/s, {row.rss_kb_per_socket or 0:.1f} KB/socket"
+    return f"{head}, {row.delivered_per_s:,.0f}/s, loss {row.loss}, p99 {row.p99_ms:.1f} ms"

@@ -18,7 +18,8 @@ import uvloop
 
 from benchmarks import report
 from benchmarks.cluster import REPO_ROOT, Cluster, Pinning, raise_fd_limit
-from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Profile, Row, Target
+from benchmarks.measure import Row, Target
+from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Profile
 
 # S3's sockets plus the load generator's own files and a margin; each end of a
 # loopback connection is one fd in its own process.
@@ -38,12 +39,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def git_head() -> str:
-    """The commit measured, and whether fastim/ had uncommitted changes at the time."""
+    """The commit the nodes run, marked "+dirty" when fastim/ has uncommitted changes.
+
+    Read each time nodes start: the server may change between scenarios of one
+    run while someone works on it, and each row should say what it measured.
+    """
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True).stdout.strip()
 
-    head = git("log", "--oneline", "-1") or "unknown"
-    return head + (" (+ uncommitted changes in fastim/)" if git("status", "--porcelain", "fastim") else "")
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "fastim") else "")
 
 
 def run_all(scenarios: list[str], node_counts: list[int], profile: Profile, pinning: Pinning) -> list[Row]:
@@ -51,9 +56,11 @@ def run_all(scenarios: list[str], node_counts: list[int], profile: Profile, pinn
     with Cluster(pinning) as cluster, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         for name in scenarios:
             for count in node_counts:
+                commit = git_head()
                 with cluster.nodes(count) as nodes:
                     target = Target(nodes.ws_urls, nodes.pids, cluster.redis.pid)
                     for row in runner.run(SCENARIOS[name](target, profile, count)):
+                        row.commit = commit
                         print(report.progress(row), file=sys.stderr, flush=True)
                         rows.append(row)
     return rows
@@ -70,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     node_counts = [1, 2] if args.nodes == "both" else [int(args.nodes)]
     profile = QUICK if args.quick else FULL
     meta = {
-        "commit": git_head(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "server_cpu": pinning.server_cpu, "client_cpu": pinning.client_cpu,
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now()
     rows = run_all(scenarios, node_counts, profile, pinning)
     meta["seconds"] = round((datetime.datetime.now() - started).total_seconds(), 1)
-    print(f"fastim benchmark, {meta['profile']} profile, commit {meta['commit']}, "
+    meta["commits"] = sorted({row.commit for row in rows})
+    print(f"fastim benchmark, {meta['profile']} profile, commit {', '.join(meta['commits'])}, "
           f"server on CPU {pinning.server_cpu}, load generator + Redis on CPU {pinning.client_cpu}, "
           f"{meta['seconds']} s\n")
     print(report.markdown(rows))
