@@ -30,12 +30,19 @@ HEALTH_CHECK_INTERVAL_SECONDS = 30
 # message twice, and an outage should surface at once (the pool already
 # reconnects a stale connection before handing it out).
 NO_RETRY = 0
+# Connections per node. Commands are pipelined per loop turn, so a node rarely
+# needs more than a few; at the cap a command waits for a free connection (up
+# to POOL_WAIT_SECONDS) instead of failing at once, as redis-py's default pool does.
+MAX_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 5.0
 
 
 def make_client(url: str) -> redis.Redis:
     """A client for ``url``; it connects lazily, on its first command."""
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
         decode_responses=True,
         # A non-UTF-8 entry or payload from another program then decodes to
         # U+FFFD and is judged by the codec, instead of failing the whole read.
@@ -46,6 +53,7 @@ def make_client(url: str) -> redis.Redis:
         retry=Retry(NoBackoff(), NO_RETRY),
         **_without_maint_notifications(),
     )
+    return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 def _without_maint_notifications() -> dict[str, Any]:
