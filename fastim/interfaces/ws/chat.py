@@ -70,6 +70,7 @@ class ChatSocket(Socket):
             return
         self.send(frames.chat_snapshot(page))
         self.release_early(page.messages)
+        self.hub.go_live(group_id, self)
 
     def release_early(self, snapshot: list[Message]) -> None:
         """Send the events that arrived while the snapshot was read, minus those it already holds."""
@@ -80,6 +81,7 @@ class ChatSocket(Socket):
             self.write_frames(frames)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
+        """Before the snapshot went out; after it the Hub writes the frames itself (go_live)."""
         if self.early is None:
             self.write_frames(batch.data)
         elif len(self.early) < MAX_EARLY_EVENTS:

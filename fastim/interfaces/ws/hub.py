@@ -50,6 +50,14 @@ class Member(Protocol):
         ...
 
 
+class Writer(Member, Protocol):
+    """A member that, once live, takes the batch's bytes as they are (a chat socket past its snapshot)."""
+
+    def write_frames(self, data: bytes) -> None:
+        """Queue complete WebSocket frames. Must not block."""
+        ...
+
+
 class Hub:
     """Subscribes ``mq:{g}`` while at least one local member is in ``g``, and fans events out.
 
@@ -68,7 +76,8 @@ class Hub:
         self._messages = messages
         self._metrics = metrics
         self._clock = clock
-        self._rooms: dict[str, set[Member]] = {}
+        self._rooms: dict[str, set[Member]] = {}  # every member, by group
+        self._writers: dict[str, set[Writer]] = {}  # the live writers among them: the hot path of a delivery
         self._pending: set[asyncio.Task[None]] = set()
         self._outbox: dict[str, Batch] = {}  # batches being filled, by group
         self._ready: list[str] = []  # groups whose batch goes out at the end of this loop turn
@@ -102,14 +111,23 @@ class Hub:
         else:
             room.add(member)
 
+    def go_live(self, group_id: str, writer: Writer) -> None:
+        """From now on ``writer`` gets each batch's bytes through ``write_frames`` instead of ``deliver``."""
+        if writer in self._rooms.get(group_id, ()):
+            self._writers.setdefault(group_id, set()).add(writer)
+
     def leave(self, group_id: str, member: Member) -> None:
         """Remove ``member``; the group's last member unsubscribes the node (in the background)."""
         room = self._rooms.get(group_id)
         if room is None or member not in room:
             return
         room.discard(member)
+        writers = self._writers.get(group_id)
+        if writers is not None:
+            writers.discard(member)  # type: ignore[arg-type]
         if not room:
             del self._rooms[group_id]
+            self._writers.pop(group_id, None)
             self._since.pop(group_id, None)
             self._next_flush.pop(group_id, None)
             self._seen.pop(group_id, None)
@@ -174,11 +192,19 @@ class Hub:
             return
         batch.seal()
         started = time.perf_counter()
-        for member in tuple(room):  # a member may leave while we deliver
+        writers = self._writers.get(group_id, ())
+        data = batch.data
+        for writer in tuple(writers):  # a socket may leave while we deliver
             try:
-                member.deliver(group_id, batch)
+                writer.write_frames(data)
             except Exception:
-                logger.exception("delivery to a member of group %s failed", group_id)
+                logger.exception("delivery to a socket of group %s failed", group_id)
+        for member in tuple(room):
+            if member not in writers:
+                try:
+                    member.deliver(group_id, batch)
+                except Exception:
+                    logger.exception("delivery to a member of group %s failed", group_id)
         cost = time.perf_counter() - started
         self._next_flush[group_id] = asyncio.get_running_loop().time() + min(cost, MAX_COALESCING_WINDOW_S)
         count = len(batch.events)
