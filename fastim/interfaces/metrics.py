@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -59,6 +60,8 @@ class Metrics:
         self.storage_errors = Counter(
             "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
         )
+        node = Gauge("fastim_node", "This node's process id, to tell the workers of one port apart", ["pid"], registry=r)
+        node.labels(str(os.getpid())).set(1)
         for kind in ("chat", "list"):
             self.open_sockets.labels(kind)
         for reason in REJECT_REASONS:

@@ -46,12 +46,15 @@ async def test_two_workers_share_the_port_and_every_socket_gets_every_message(no
     for client in clients:
         await client.json()
     http = AsyncHTTPClient(force_instance=True)
-    counts = set()
+    sockets_by_worker = {}
     for _ in range(40):  # each scrape is a new connection, which the kernel gives to either worker
         body = (await http.fetch(node.base_url + "/metrics", headers={"Connection": "close"})).body.decode()
-        counts.add(next(float(line.split()[-1]) for line in body.splitlines() if line.startswith('fastim_open_sockets{kind="chat"}')))
+        pid = next(line.split('"')[1] for line in body.splitlines() if line.startswith("fastim_node{"))
+        chat = next(line for line in body.splitlines() if line.startswith('fastim_open_sockets{kind="chat"}'))
+        sockets_by_worker[pid] = float(chat.split()[-1])
     http.close()
-    assert len(counts) == 2 and sum(counts) == SOCKETS, counts  # both workers hold some of the sockets
+    assert set(map(int, sockets_by_worker)) == workers_of(node.pid)  # both workers answered
+    assert sum(sockets_by_worker.values()) == SOCKETS and 0 not in sockets_by_worker.values(), sockets_by_worker
     await clients[0].send("across workers")
     for client in clients:
         assert (await client.json())["info"] == "across workers"
