@@ -20,6 +20,7 @@ from fastim.interfaces.ws.frames import (
     CLOSE_LOGIN_REQUIRED,
     CLOSE_POLICY,
     LOGIN_REQUIRED_FRAME,
+    text_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,15 +85,8 @@ class Socket(tornado.websocket.WebSocketHandler):
         return True
 
     def send(self, text: str) -> None:
-        """Queue ``text``; a closed socket is skipped, one too slow to keep up is closed (1008)."""
-        if self.ws_connection is None or self.ws_connection.is_closing():
-            return
-        try:
-            self.write_message(text)
-        except tornado.websocket.WebSocketClosedError:
-            pass
-        except tornado.iostream.StreamBufferFullError:
-            self.drop_slow_consumer()
+        """Queue one text frame of this socket's own (snapshot, error frame, group list)."""
+        self.write_frames(text_frame(text.encode("utf-8")))
 
     def write_frames(self, data: bytes) -> None:
         """Queue complete WebSocket frames built by the Hub, bypassing per-socket framing.
