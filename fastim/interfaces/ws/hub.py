@@ -77,7 +77,8 @@ class Hub:
         self._metrics = metrics
         self._clock = clock
         self._rooms: dict[str, set[Member]] = {}  # every member, by group
-        self._writers: dict[str, set[Writer]] = {}  # the live writers among them: the hot path of a delivery
+        self._writers: dict[str, set[Writer]] = {}  # live chat sockets: they take the batch's bytes as they are
+        self._others: dict[str, set[Member]] = {}  # the rest: group lists, chat sockets before their snapshot
         self._pending: set[asyncio.Task[None]] = set()
         self._outbox: dict[str, Batch] = {}  # batches being filled, by group
         self._ready: list[str] = []  # groups whose batch goes out at the end of this loop turn
@@ -103,17 +104,20 @@ class Hub:
         the subscription whatever order the two calls complete in.
         """
         room = self._rooms.get(group_id)
-        if room is None:
+        first = room is None
+        if first:
             room = self._rooms[group_id] = set()
-            room.add(member)
             self._since[group_id] = self._clock.now_ms()
+        room.add(member)
+        self._others.setdefault(group_id, set()).add(member)
+        if first:
             await self._broker.subscribe(group_id, self._on_event)
-        else:
-            room.add(member)
 
     def go_live(self, group_id: str, writer: Writer) -> None:
         """From now on ``writer`` gets each batch's bytes through ``write_frames`` instead of ``deliver``."""
-        if writer in self._rooms.get(group_id, ()):
+        others = self._others.get(group_id)
+        if others is not None and writer in others:
+            others.discard(writer)
             self._writers.setdefault(group_id, set()).add(writer)
 
     def leave(self, group_id: str, member: Member) -> None:
@@ -122,12 +126,13 @@ class Hub:
         if room is None or member not in room:
             return
         room.discard(member)
-        writers = self._writers.get(group_id)
-        if writers is not None:
-            writers.discard(member)  # type: ignore[arg-type]
+        for part in (self._writers.get(group_id), self._others.get(group_id)):
+            if part is not None:
+                part.discard(member)  # type: ignore[arg-type]
         if not room:
             del self._rooms[group_id]
             self._writers.pop(group_id, None)
+            self._others.pop(group_id, None)
             self._since.pop(group_id, None)
             self._next_flush.pop(group_id, None)
             self._seen.pop(group_id, None)
@@ -199,12 +204,11 @@ class Hub:
                 writer.write_frames(data)
             except Exception:
                 logger.exception("delivery to a socket of group %s failed", group_id)
-        for member in tuple(room):
-            if member not in writers:
-                try:
-                    member.deliver(group_id, batch)
-                except Exception:
-                    logger.exception("delivery to a member of group %s failed", group_id)
+        for member in tuple(self._others.get(group_id, ())):
+            try:
+                member.deliver(group_id, batch)
+            except Exception:
+                logger.exception("delivery to a member of group %s failed", group_id)
         cost = time.perf_counter() - started
         self._next_flush[group_id] = asyncio.get_running_loop().time() + min(cost, MAX_COALESCING_WINDOW_S)
         count = len(batch.events)
