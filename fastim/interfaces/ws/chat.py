@@ -84,8 +84,14 @@ class ChatSocket(Socket):
         """Before the snapshot went out; after it the Hub writes the frames itself (go_live)."""
         if self.early is None:
             self.write_frames(batch.data)
-        elif len(self.early) < MAX_EARLY_EVENTS:
+        elif len(self.early) + len(batch.events) <= MAX_EARLY_EVENTS:
             self.early.extend(zip(batch.events, batch.frames))
+        else:
+            # The snapshot read is stuck (Redis slow or away) while the room is flooding: rather
+            # than hold an unbounded backlog, tell the client to reconnect and get a fresh snapshot.
+            logger.warning("group %s: over %d events while the snapshot was read; closing", group_id, MAX_EARLY_EVENTS)
+            self.early = []
+            self.close(frames.CLOSE_TRY_AGAIN_LATER, "too many messages while opening; reconnect")
 
     async def on_message(self, text: str | bytes) -> None:
         if isinstance(text, bytes):

@@ -133,6 +133,7 @@ class Hub:
             del self._rooms[group_id]
             self._writers.pop(group_id, None)
             self._others.pop(group_id, None)
+            self._outbox.pop(group_id, None)  # nobody left to write to; a new room starts afresh
             self._since.pop(group_id, None)
             self._next_flush.pop(group_id, None)
             self._seen.pop(group_id, None)
