@@ -10,7 +10,6 @@ from fastim import __version__
 from fastim.logs import configure_logging
 from fastim.settings import SettingsError, load_settings
 
-EXIT_OK = 0
 # The conventional status for a usage or configuration error (argparse uses it too).
 EXIT_USAGE = 2
 # What a shell reports for a process ended by Ctrl-C (128 + SIGINT).

@@ -226,3 +226,21 @@ class TestLimits:
         await asyncio.sleep(1.1)
         await client.send("after a pause")
         assert (await client.json())["info"] == "after a pause"
+
+
+class TestStorageAwayAtOpen:
+    @pytest.fixture
+    def backend_name(self):
+        return "redis"
+
+    @pytest.fixture
+    def node_settings(self):
+        return {"storage__redis_url": "redis://127.0.0.1:1/0"}
+
+    @pytest.mark.gen_test
+    @pytest.mark.parametrize("path", ["/group/chat/1/u/any", "/group/list/u/any"])
+    async def test_the_socket_says_503_and_closes_with_1013(self, node, path):
+        client = await Client.connect(node.base_url, path)
+        assert (await client.json())["code"] == 503
+        code, _ = await client.closed()
+        assert code == 1013

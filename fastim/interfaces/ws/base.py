@@ -19,7 +19,10 @@ from fastim.interfaces.ws.frames import (
     CLOSE_BAD_PATH,
     CLOSE_LOGIN_REQUIRED,
     CLOSE_POLICY,
+    CLOSE_TRY_AGAIN_LATER,
+    ERROR_UNAVAILABLE,
     LOGIN_REQUIRED_FRAME,
+    error_frame,
     text_frame,
 )
 
@@ -83,6 +86,12 @@ class Socket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_LOGIN_REQUIRED, "login required")
             return False
         return True
+
+    def unavailable_at_open(self) -> None:
+        """Redis did not answer while the socket opened: say so, and ask the client to come back."""
+        self.metrics.storage_errors.inc()
+        self.send(error_frame(ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
+        self.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable")
 
     def send(self, text: str) -> None:
         """Queue one text frame of this socket's own (snapshot, error frame, group list)."""

@@ -64,9 +64,7 @@ class ChatSocket(Socket):
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
             return
         except StorageUnavailable:
-            self.metrics.storage_errors.inc()
-            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
-            self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
+            self.unavailable_at_open()
             return
         self.send(frames.chat_snapshot(page))
         self.release_early(page.messages)

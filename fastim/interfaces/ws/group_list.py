@@ -7,6 +7,7 @@ import logging
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.groups import Groups
+from fastim.domain.model import GroupSummary
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
@@ -51,15 +52,15 @@ class GroupListSocket(Socket):
         try:
             if not await self.admitted(user_id, token):
                 return
+            self.last_push = asyncio.get_running_loop().time()
+            summaries = await self.groups.summaries(user_id)
         except StorageUnavailable:
-            self.metrics.storage_errors.inc()
-            self.send(frames.error_frame(frames.ERROR_UNAVAILABLE, "storage unavailable, reconnect later"))
-            self.close(frames.CLOSE_TRY_AGAIN_LATER, "storage unavailable")
+            self.unavailable_at_open()
             return
         if self.closed:
             return
         self.refresher.add(self)
-        await self.push()
+        await self.show(summaries)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
         self.changed()
@@ -94,6 +95,10 @@ class GroupListSocket(Socket):
             return
         finally:
             self.pushing = False
+        await self.show(summaries)
+
+    async def show(self, summaries: list[GroupSummary]) -> None:
+        """Watch every group listed, then send the list."""
         await self.watch({summary.group_id for summary in summaries})
         self.send(frames.group_list(summaries))
 

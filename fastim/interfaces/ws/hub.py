@@ -92,10 +92,6 @@ class Hub:
     def members(self, group_id: str) -> frozenset[Member]:
         return frozenset(self._rooms.get(group_id, ()))
 
-    @property
-    def groups(self) -> frozenset[str]:
-        return frozenset(self._rooms)
-
     async def join(self, group_id: str, member: Member) -> None:
         """Add ``member`` to the group; the group's first member subscribes the node to it.
 
