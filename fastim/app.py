@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import tornado.web
 
 from fastim.container import Container
@@ -14,22 +16,19 @@ from fastim.interfaces.http.user import JoinGroupHandler, ListGroupHandler, Logi
 from fastim.interfaces.web.page import web_routes
 from fastim.interfaces.ws.chat import ChatSocket
 from fastim.interfaces.ws.group_list import GroupListSocket
+from fastim.interfaces.ws.upgrade import UpgradeHandler
 
 SEGMENT = r"([^/]+)"  # a non-empty path segment: fast-im's token "may not be empty"
 
 
 def socket_routes(container: Container) -> list[tuple]:
-    common = {"context": container.socket_context(), "hub": container.hub()}
-    chat = {**common, "messages": container.messages(), "groups": container.groups(), "limits": container.chat_limits()}
-    group_list = {
-        **common,
-        "groups": container.groups(),
-        "refresher": container.membership_refresher(),
-        "update_rate": container.config.im.group_list_update_rate(),
-    }
+    context = container.socket_context()
+    common = {"cors": container.cors(), "limits": container.transport_limits()}
+    chat = partial(ChatSocket, context, container.chat_services())
+    group_list = partial(GroupListSocket, context, container.list_services())
     return [
-        (rf"/group/chat/{SEGMENT}/{SEGMENT}/{SEGMENT}", ChatSocket, chat),
-        (rf"/group/list/{SEGMENT}/{SEGMENT}", GroupListSocket, group_list),
+        (rf"/group/chat/{SEGMENT}/{SEGMENT}/{SEGMENT}", UpgradeHandler, {**common, "socket_factory": chat}),
+        (rf"/group/list/{SEGMENT}/{SEGMENT}", UpgradeHandler, {**common, "socket_factory": group_list}),
     ]
 
 
@@ -58,8 +57,6 @@ def make_app(container: Container) -> tornado.web.Application:
     routes.extend(web_routes())
     return tornado.web.Application(
         routes,
-        # Frames a little over the message limit still get a 413 answer; far larger ones close the socket (1009).
-        websocket_max_message_size=max(64 * 1024, 4 * container.config.im.max_message_bytes()),
         default_handler_class=NotFoundHandler,
         default_handler_args={"http": http},
     )

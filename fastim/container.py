@@ -33,10 +33,11 @@ from fastim.interfaces.http.base import HttpContext
 from fastim.interfaces.http.gate import AuthGate, CorsPolicy
 from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.base import SocketContext
-from fastim.interfaces.ws.chat import ChatLimits
+from fastim.interfaces.ws.chat import ChatLimits, ChatServices
 from fastim.interfaces.ws.connections import Connections
-from fastim.interfaces.ws.group_list import MembershipRefresher
+from fastim.interfaces.ws.group_list import ListServices, MembershipRefresher
 from fastim.interfaces.ws.hub import Hub
+from fastim.interfaces.ws.upgrade import TransportLimits
 
 
 class Container(containers.DeclarativeContainer):
@@ -104,13 +105,11 @@ class Container(containers.DeclarativeContainer):
 
     metrics = providers.Singleton(Metrics, broker)
     connections = providers.Singleton(Connections, metrics)
-    socket_context = providers.Singleton(
-        SocketContext,
-        sessions=sessions,
-        cors=cors,
-        connections=connections,
-        metrics=metrics,
+    socket_context = providers.Singleton(SocketContext, sessions=sessions, connections=connections, metrics=metrics)
+    transport_limits = providers.Singleton(
+        TransportLimits.from_settings,
         max_pending_bytes=config.im.max_pending_bytes,
+        max_message_bytes=config.im.max_message_bytes,
     )
     hub = providers.Singleton(Hub, broker, messages, metrics, clock)
     http_context = providers.Singleton(HttpContext, auth_gate, cors, metrics)
@@ -120,6 +119,10 @@ class Container(containers.DeclarativeContainer):
         max_message_bytes=config.im.max_message_bytes,
         rate_limit=config.im.rate_limit,
         rate_burst=config.im.rate_burst,
+    )
+    chat_services = providers.Singleton(ChatServices, hub, messages, groups, chat_limits)
+    list_services = providers.Singleton(
+        ListServices, hub, groups, membership_refresher, config.im.group_list_update_rate
     )
 
 

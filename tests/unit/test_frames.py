@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from fastim.interfaces.ws.frames import text_frame
+from fastim.interfaces.ws.frames import close_frame, text_frame
 
 
 @pytest.mark.parametrize("size,header", [(0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
@@ -14,17 +14,12 @@ def test_length_encodings(size, header):
     assert text_frame(payload) == header + payload
 
 
-def test_the_stream_counters_the_socket_fast_path_reads_exist():
-    """Socket.write_frames reads two IOStream counters directly; a Tornado upgrade must keep them."""
-    import socket
+def test_a_close_frame_carries_the_code_and_a_reason_cut_on_a_character_boundary():
+    frame = close_frame(1008, "é" * 100)
+    assert frame[0] == 0x88 and frame[1] == len(frame) - 2 <= 125
+    assert struct.unpack("!H", frame[2:4])[0] == 1008
+    assert frame[4:].decode("utf-8") == "é" * 61  # 122 of the 123 bytes: a character is never split
 
-    from tornado.iostream import IOStream
 
-    left, right = socket.socketpair()
-    try:
-        stream = IOStream(left)
-        assert stream._total_write_index == stream._total_write_done_index == 0
-        assert stream.writing() is False
-    finally:
-        right.close()
-        left.close()
+def test_a_close_frame_without_a_code_is_empty():
+    assert close_frame(None, "ignored") == b"\x88\x00"

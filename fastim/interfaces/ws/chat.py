@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from fastim.domain.errors import NotAMember, StorageUnavailable
@@ -13,6 +15,7 @@ from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
 from fastim.interfaces.ws.limits import TokenBucket
+from fastim.interfaces.ws.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -26,57 +29,76 @@ class ChatLimits:
     rate_burst: int
 
 
+@dataclass(frozen=True)
+class ChatServices:
+    """What every chat socket of the node uses, built once."""
+
+    hub: Hub
+    messages: Messages
+    groups: Groups
+    limits: ChatLimits
+
+
 class ChatSocket(Socket):
     """Sends the newest messages on open, then every event of the group; each text frame is a message."""
 
+    __slots__ = ("chat", "group_id", "user_id", "joined", "opened", "waiting", "early", "bucket")
     kind = "chat"
 
-    def initialize(
-        self, context: SocketContext, hub: Hub, messages: Messages, groups: Groups, limits: ChatLimits
-    ) -> None:
-        super().initialize(context)
-        self.hub = hub
-        self.messages = messages
-        self.groups = groups
-        self.limits = limits
+    def __init__(self, context: SocketContext, chat: ChatServices, transport: Transport) -> None:
+        self.chat = chat
         self.group_id: str | None = None
         self.user_id: str | None = None
         self.joined = False
+        self.opened = False  # open() is over: frames are taken as messages from now on
+        self.waiting: asyncio.Future[None] | None = None  # what frames sent before that wait for
         # Until the snapshot is sent, events wait here so the client sees history first.
         self.early: list[tuple[Event, bytes]] | None = []
-        self.bucket = TokenBucket(limits.rate_limit, limits.rate_burst)
+        self.bucket = TokenBucket(chat.limits.rate_limit, chat.limits.rate_burst)
+        super().__init__(context, transport)
 
     async def open(self, group_id: str, user_id: str, token: str) -> None:
-        self.register()
+        try:
+            await self._open(group_id, user_id, token)
+        finally:
+            self.opened = True
+            if self.waiting is not None:
+                self.waiting.set_result(None)
+                self.waiting = None
+
+    async def _open(self, group_id: str, user_id: str, token: str) -> None:
         if not self.valid_ids(groupId=group_id, userId=user_id):
             return
         self.group_id, self.user_id = group_id, user_id
+        hub = self.chat.hub
         try:
             if not await self.admitted(user_id, token):
                 return
-            await self.groups.enter(user_id, group_id)
+            await self.chat.groups.enter(user_id, group_id)
             if self.closed:
                 return  # the client left while we checked
-            self.joined = True  # before the await: join() registers us at once, on_close must undo it
-            await self.hub.join(group_id, self)
-            page = await self.messages.latest(group_id)
+            self.joined = True  # before the await: join() registers us at once, on_closed must undo it
+            await hub.join(group_id, self)
+            page = await self.chat.messages.latest(group_id)
         except NotAMember:
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
             return
         except StorageUnavailable:
             self.unavailable_at_open()
             return
+        if self.closed:
+            return
         self.send(frames.chat_snapshot(page))
         self.release_early(page.messages)
-        self.hub.go_live(group_id, self)
+        hub.go_live(group_id, self)
 
     def release_early(self, snapshot: list[Message]) -> None:
         """Send the events that arrived while the snapshot was read, minus those it already holds."""
         early, self.early = self.early or [], None
         already = set(snapshot)
-        frames = b"".join(frame for event, frame in early if event not in already)
-        if frames:
-            self.write_frames(frames)
+        data = b"".join(frame for event, frame in early if event not in already)
+        if data:
+            self.write_frames(data)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
         """Before the snapshot went out; after it the Hub writes the frames itself (go_live)."""
@@ -91,37 +113,55 @@ class ChatSocket(Socket):
             self.early = []
             self.close(frames.CLOSE_TRY_AGAIN_LATER, "too many messages while opening; reconnect")
 
-    async def on_message(self, text: str | bytes) -> None:
-        if isinstance(text, bytes):
-            self.refuse("binary", frames.ERROR_BINARY, "binary frames are not accepted; send text")
-            return
+    def on_text(self, text: str) -> Awaitable[None] | None:
+        """Check the frame at once; a frame that passes is posted, and the next one waits for it."""
+        if not self.opened:
+            return self._after_open(text)
+        if not self.joined:
+            return None  # open() refused the socket, which is closing with the reason
         if not text:
             self.refuse("empty", frames.ERROR_EMPTY, "empty message")
-            return
-        size = len(text.encode("utf-8"))
-        if size > self.limits.max_message_bytes:
-            limit = self.limits.max_message_bytes
-            self.refuse("too_large", frames.ERROR_TOO_LARGE, f"message of {size} bytes is over the limit of {limit}")
-            return
+            return None
+        limits = self.chat.limits
+        if len(text) * 4 > limits.max_message_bytes:  # only long texts pay for counting their bytes
+            size = len(text.encode("utf-8"))
+            if size > limits.max_message_bytes:
+                limit = limits.max_message_bytes
+                self.refuse("too_large", frames.ERROR_TOO_LARGE, f"message of {size} bytes is over the limit of {limit}")
+                return None
         if not self.bucket.take():
-            rate = self.limits.rate_limit
-            self.refuse("too_fast", frames.ERROR_TOO_FAST, f"more than {rate:g} messages a second; slow down")
-            return
+            self.refuse("too_fast", frames.ERROR_TOO_FAST, f"more than {limits.rate_limit:g} messages a second; slow down")
+            return None
+        return self.post(text)
+
+    def on_binary(self, data: bytes) -> None:
+        self.refuse("binary", frames.ERROR_BINARY, "binary frames are not accepted; send text")
+
+    async def _after_open(self, text: str) -> None:
+        """A frame sent before the snapshot went out: taken once it has, as Tornado's sockets did."""
+        if self.waiting is None:
+            self.waiting = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self.waiting)
+        pending = self.on_text(text)
+        if pending is not None:
+            await pending
+
+    async def post(self, text: str) -> None:
         try:
-            await self.messages.post(self.group_id, self.user_id, text)
+            await self.chat.messages.post(self.group_id, self.user_id, text)
         except StorageUnavailable:
-            self.metrics.storage_errors.inc()
+            self.context.metrics.storage_errors.inc()
             self.refuse("unavailable", frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent")
             return
-        self.metrics.messages_received.inc()
+        self.context.metrics.messages_received.inc()
 
     def refuse(self, reason: str, code: int, msg: str) -> None:
         """Answer a refused frame with an error frame; the socket stays open."""
-        self.metrics.rejected_frames.labels(reason).inc()
+        self.context.metrics.rejected_frames.labels(reason).inc()
         self.send(frames.error_frame(code, msg))
 
-    def on_close(self) -> None:
-        super().on_close()
+    def on_closed(self) -> None:
+        super().on_closed()
         if self.joined:
             self.joined = False
-            self.hub.leave(self.group_id, self)
+            self.chat.hub.leave(self.group_id, self)

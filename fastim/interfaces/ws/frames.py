@@ -16,13 +16,20 @@ LOGIN_REQUIRED_FRAME = "440"
 CLOSE_LOGIN_REQUIRED = 4440
 CLOSE_BAD_PATH = 4400
 CLOSE_NOT_A_MEMBER = 4403
-# Standard close codes (RFC 6455 §7.4.1).
+# Standard close codes (RFC 6455 §7.4.1; 1013 from the IANA registry).
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+# A close frame's reason must fit its 125-byte payload after the 2-byte code.
+MAX_CLOSE_REASON_BYTES = 123
 
 # Error frame codes, the same numbers as the HTTP envelope where one exists.
 ERROR_EMPTY = 400
+ERROR_NOT_ACCEPTED = 405  # a frame sent on the group-list socket, which only pushes
 ERROR_TOO_LARGE = 413
 ERROR_BINARY = 415
 ERROR_TOO_FAST = 429
@@ -69,3 +76,16 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x81, 127, size)
     return header + payload
+
+
+def control_frame(opcode: int, payload: bytes) -> bytes:
+    """A close, ping or pong frame; its payload is at most 125 bytes (RFC 6455 §5.5)."""
+    return bytes((0x80 | opcode, len(payload))) + payload
+
+
+def close_frame(code: int | None, reason: str) -> bytes:
+    """A close frame with ``code`` and as much of ``reason`` as fits, cut on a character boundary."""
+    if code is None:
+        return control_frame(0x8, b"")
+    data = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return control_frame(0x8, struct.pack("!H", code) + data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.groups import Groups
@@ -11,8 +12,19 @@ from fastim.domain.model import GroupSummary
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
+from fastim.interfaces.ws.transport import Transport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ListServices:
+    """What every group-list socket of the node uses, built once."""
+
+    hub: Hub
+    groups: Groups
+    refresher: MembershipRefresher
+    update_rate: float  # [im] group_list_update_rate: the most often one socket is pushed, in seconds
 
 
 class GroupListSocket(Socket):
@@ -23,29 +35,19 @@ class GroupListSocket(Socket):
     folded into one push at the end of that interval.
     """
 
+    __slots__ = ("lists", "user_id", "watched", "last_push", "timer", "pushing")
     kind = "list"
 
-    def initialize(
-        self,
-        context: SocketContext,
-        hub: Hub,
-        groups: Groups,
-        refresher: MembershipRefresher,
-        update_rate: float,
-    ) -> None:
-        super().initialize(context)
-        self.hub = hub
-        self.groups = groups
-        self.refresher = refresher
-        self.update_rate = update_rate
+    def __init__(self, context: SocketContext, lists: ListServices, transport: Transport) -> None:
+        self.lists = lists
         self.user_id: str | None = None
         self.watched: set[str] = set()
         self.last_push = float("-inf")
         self.timer: asyncio.TimerHandle | None = None
         self.pushing = False
+        super().__init__(context, transport)
 
     async def open(self, user_id: str, token: str) -> None:
-        self.register()
         if not self.valid_ids(userId=user_id):
             return
         self.user_id = user_id
@@ -53,13 +55,13 @@ class GroupListSocket(Socket):
             if not await self.admitted(user_id, token):
                 return
             self.last_push = asyncio.get_running_loop().time()
-            summaries = await self.groups.summaries(user_id)
+            summaries = await self.lists.groups.summaries(user_id)
         except StorageUnavailable:
             self.unavailable_at_open()
             return
         if self.closed:
             return
-        self.refresher.add(self)
+        self.lists.refresher.add(self)
         await self.show(summaries)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
@@ -70,7 +72,7 @@ class GroupListSocket(Socket):
         if self.closed or self.timer is not None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, self.last_push + self.update_rate - loop.time())
+        delay = max(0.0, self.last_push + self.lists.update_rate - loop.time())
         self.timer = loop.call_later(delay, self._push_now)
 
     def _push_now(self) -> None:
@@ -87,9 +89,9 @@ class GroupListSocket(Socket):
         self.pushing = True
         self.last_push = asyncio.get_running_loop().time()
         try:
-            summaries = await self.groups.summaries(self.user_id)
+            summaries = await self.lists.groups.summaries(self.user_id)
         except StorageUnavailable as exc:
-            self.metrics.storage_errors.inc()
+            self.context.metrics.storage_errors.inc()
             logger.warning("group list of user %s not refreshed: %s", self.user_id, exc)
             self.changed()  # try again after update_rate
             return
@@ -106,7 +108,7 @@ class GroupListSocket(Socket):
         """Pick up groups joined elsewhere (another node, another program) since the last look."""
         if self.closed:
             return
-        groups = set(await self.groups.groups_of(self.user_id))
+        groups = set(await self.lists.groups.groups_of(self.user_id))
         if groups - self.watched:
             self.changed()
 
@@ -115,16 +117,27 @@ class GroupListSocket(Socket):
             if self.closed:
                 return
             self.watched.add(group_id)  # before the await, so on_close can undo it
-            await self.hub.join(group_id, self)
+            await self.lists.hub.join(group_id, self)
 
-    def on_close(self) -> None:
-        super().on_close()
-        self.refresher.discard(self)
+    def on_text(self, text: str) -> None:
+        self.refuse_frame()
+
+    def on_binary(self, data: bytes) -> None:
+        self.refuse_frame()
+
+    def refuse_frame(self) -> None:
+        """This socket only pushes; a frame from the client gets an answer, not silence."""
+        self.context.metrics.rejected_frames.labels("not_accepted").inc()
+        self.send(frames.error_frame(frames.ERROR_NOT_ACCEPTED, "the group-list socket takes no messages"))
+
+    def on_closed(self) -> None:
+        super().on_closed()
+        self.lists.refresher.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         for group_id in self.watched:
-            self.hub.leave(group_id, self)
+            self.lists.hub.leave(group_id, self)
         self.watched.clear()
 
 

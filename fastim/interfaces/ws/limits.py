@@ -9,6 +9,8 @@ from collections.abc import Callable
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; each frame takes one."""
 
+    __slots__ = ("_rate", "_burst", "_now", "_tokens", "_updated")
+
     def __init__(self, rate: float, burst: int, now: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
         self._burst = float(burst)

@@ -1,0 +1,109 @@
+"""The HTTP side of a WebSocket: Tornado answers the handshake, then the socket moves to a Transport.
+
+Tornado checks the request (Upgrade and Connection headers, version 13, the
+key, the origin against ``[server] allowed_origins``) and sends the 101. After
+that, Tornado's per-connection objects are let go: the raw socket and any
+bytes read past the request go to a :class:`Transport`, and the socket object
+built for the route carries on alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import tornado.iostream
+import tornado.ioloop
+import tornado.websocket
+
+from fastim.interfaces.http.gate import CorsPolicy
+from fastim.interfaces.ws.frames import CLOSE_INTERNAL_ERROR
+from fastim.interfaces.ws.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+# Frames a little over [im] max_message_bytes still get a 413 answer from the chat socket;
+# only far larger ones close the socket (1009), and never below this many bytes.
+MIN_FRAME_LIMIT_BYTES = 64 * 1024
+FRAME_LIMIT_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    max_unsent_bytes: int  # [im] max_pending_bytes: past it a socket is closed (1008)
+    max_message_bytes: int  # the largest message a transport assembles; larger ones close (1009)
+
+    @classmethod
+    def from_settings(cls, max_pending_bytes: int, max_message_bytes: int) -> "TransportLimits":
+        return cls(max_pending_bytes, max(MIN_FRAME_LIMIT_BYTES, FRAME_LIMIT_FACTOR * max_message_bytes))
+
+
+class OpenSocket(Protocol):
+    """The socket a route builds on a fresh transport; ``open`` gets the path's arguments."""
+
+    async def open(self, *path_args: str) -> None: ...
+
+
+class HandoverProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol for the handshake alone: it never reads a frame, the Transport does.
+
+    With the frame loop a no-op, Tornado's coroutines for this connection end
+    as soon as the route's ``open`` returns, and nothing of theirs stays.
+    """
+
+    async def _receive_frame_loop(self) -> None:
+        return
+
+
+class UpgradeHandler(tornado.websocket.WebSocketHandler):
+    """The route handler of both socket kinds."""
+
+    def initialize(
+        self, cors: CorsPolicy, limits: TransportLimits, socket_factory: Callable[[Transport], OpenSocket]
+    ) -> None:
+        self.cors = cors
+        self.limits = limits
+        self.socket_factory = socket_factory
+
+    def check_origin(self, origin: str) -> bool:
+        # Tornado already admits same-origin pages; other origins follow [server] allowed_origins.
+        return self.cors.allows(origin)
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None  # Tornado answers 426 with the version it speaks
+        params = tornado.websocket._WebSocketParams(max_message_size=self.limits.max_message_bytes)
+        return HandoverProtocol(self, False, params)
+
+    async def open(self, *path_args: str) -> None:
+        try:
+            transport = await take_over(self.ws_connection.stream, self.limits)
+        except tornado.iostream.StreamClosedError:
+            return  # the client left before the 101 was out
+        try:
+            await self.socket_factory(transport).open(*path_args)
+        except Exception:
+            logger.exception("opening a socket on %s failed", self.request.path)
+            transport.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+
+async def take_over(stream: tornado.iostream.IOStream, limits: TransportLimits) -> Transport:
+    """Move the connection from Tornado's stream to a Transport, with nothing lost on either side.
+
+    The 101 answer is flushed first; bytes the HTTP parser already read past
+    the request become the transport's first input; the stream is unregistered
+    from the loop and marked closed, so that no Tornado code path can close
+    the socket it no longer owns. Tornado has no public API for this; the
+    private names used here are checked by ``tests/unit/test_upgrade.py``.
+    """
+    if stream.writing():
+        await stream.write(b"")  # resolves once everything queued before it is in the kernel
+    sock = stream.socket
+    unread = bytes(memoryview(stream._read_buffer)[: stream._read_buffer_size])
+    tornado.ioloop.IOLoop.current().remove_handler(sock.fileno())
+    stream._state = None
+    stream._closed = True
+    return Transport(sock, max_unsent=limits.max_unsent_bytes, max_message=limits.max_message_bytes, unread=unread)
