@@ -149,8 +149,10 @@ class RedisProcess:
 class NodeProcess:
     """One ``python -m fastim serve --backend redis`` process, pinned to the server CPU."""
 
-    def __init__(self, redis_url: str, workdir: Path, prefix: list[str], name: str) -> None:
+    def __init__(self, redis_url: str, workdir: Path, prefix: list[str], name: str,
+                 settings: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.settings = settings or {}
         self.name = name
         self.argv = [*prefix, sys.executable, "-m", "fastim", "serve", "--host", LOOPBACK,
                      "--port", str(self.port), "--backend", "redis", "--redis-url", redis_url]
@@ -169,7 +171,7 @@ class NodeProcess:
 
     def start(self) -> "NodeProcess":
         self._stderr = open(self.stderr_path, "ab")
-        self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=_node_environ(),
+        self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=_node_environ(self.settings),
                                         stdout=subprocess.DEVNULL, stderr=self._stderr)
         return self
 
@@ -200,11 +202,12 @@ class NodeProcess:
             return False
 
 
-def _node_environ() -> dict[str, str]:
-    """This environment minus the caller's fastim settings, plus NODE_SETTINGS; this checkout importable."""
+def _node_environ(settings: dict[str, str]) -> dict[str, str]:
+    """This environment minus the caller's fastim settings, plus NODE_SETTINGS and the scenario's; this checkout importable."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), environ.get("PYTHONPATH", "")) if p)
     environ.update(NODE_SETTINGS)
+    environ.update(settings)
     return environ
 
 
@@ -227,10 +230,11 @@ class Cluster:
         self.redis.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def nodes(self, count: int) -> "Nodes":
+    def nodes(self, count: int, settings: dict[str, str] | None = None) -> "Nodes":
+        """``count`` fresh nodes on the flushed Redis, with ``settings`` (FASTIM_* variables) on top of NODE_SETTINGS."""
         self.redis.flush()
         prefix = self.pinning.server_prefix()
-        return Nodes([NodeProcess(self.redis.url, self.workdir, prefix, f"node{i}") for i in range(count)])
+        return Nodes([NodeProcess(self.redis.url, self.workdir, prefix, f"node{i}", settings) for i in range(count)])
 
 
 class Nodes:

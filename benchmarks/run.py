@@ -57,9 +57,10 @@ def run_all(scenarios: list[str], node_counts: list[int], profile: Profile, pinn
         for name in scenarios:
             for count in node_counts:
                 commit = git_head()
-                with cluster.nodes(count) as nodes:
+                scenario = SCENARIOS[name]
+                with cluster.nodes(count, scenario.node_settings) as nodes:
                     target = Target(nodes.ws_urls, nodes.pids, cluster.redis.pid)
-                    for row in runner.run(SCENARIOS[name](target, profile, count)):
+                    for row in runner.run(scenario.run(target, profile, count)):
                         row.commit = commit
                         print(report.progress(row), file=sys.stderr, flush=True)
                         rows.append(row)

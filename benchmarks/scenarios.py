@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from benchmarks.loadgen import Tally
 from benchmarks.measure import Phases, Row, Target, find_max, idle_cores, measure, open_set, round_robin
@@ -48,21 +49,31 @@ QUICK = Profile(
 )
 
 
-async def s1_live_room(target: Target, profile: Profile, nodes: int) -> list[Row]:
-    """1 group, 1000 sockets, 1 sender: fixed rates, then the highest rate that keeps up."""
+async def _s1(target: Target, profile: Profile, nodes: int, label: str, with_max: bool) -> list[Row]:
     tally = Tally()
     sockets = await open_set(target, round_robin(target.ws_urls, S1_SOCKETS, lambda i: "1"), tally)
     try:
         senders = sockets.clients[:1]
         rows = []
         for rate in profile.s1_rates:
-            row = sockets.describe(Row("S1", nodes, f"{rate:g} msg/s"))
+            row = sockets.describe(Row("S1", nodes, f"{rate:g} msg/s{label}"))
             rows.append(await measure(target, senders, rate, tally, profile.fixed, row))
-        template = sockets.describe(Row("S1", nodes, "max"))
-        rows.append(await find_max(target, senders, tally, profile.max_rates, profile.step, template))
+        if with_max:
+            template = sockets.describe(Row("S1", nodes, "max"))
+            rows.append(await find_max(target, senders, tally, profile.max_rates, profile.step, template))
         return rows
     finally:
         sockets.close()
+
+
+async def s1_live_room(target: Target, profile: Profile, nodes: int) -> list[Row]:
+    """1 group, 1000 sockets, 1 sender: fixed rates, then the highest rate that keeps up."""
+    return await _s1(target, profile, nodes, "", with_max=True)
+
+
+async def s1_uncoalesced(target: Target, profile: Profile, nodes: int) -> list[Row]:
+    """S1's fixed rates on nodes whose coalescing window is off: what the window adds to a quiet room's p99."""
+    return await _s1(target, profile, nodes, ", window off", with_max=False)
 
 
 async def s2_small_rooms(target: Target, profile: Profile, nodes: int) -> list[Row]:
@@ -108,4 +119,15 @@ async def s3_idle(target: Target, profile: Profile, nodes: int) -> list[Row]:
         sockets.close()
 
 
-SCENARIOS = {"S1": s1_live_room, "S2": s2_small_rooms, "S3": s3_idle}
+@dataclass(frozen=True)
+class Scenario:
+    run: Callable[[Target, Profile, int], Awaitable[list[Row]]]
+    node_settings: dict[str, str] = field(default_factory=dict)  # on top of cluster.NODE_SETTINGS
+
+
+SCENARIOS = {
+    "S1": Scenario(s1_live_room),
+    "S1-off": Scenario(s1_uncoalesced, {"FASTIM_IM_COALESCING_WINDOW_MS": "0"}),
+    "S2": Scenario(s2_small_rooms),
+    "S3": Scenario(s3_idle),
+}

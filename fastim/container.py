@@ -40,6 +40,10 @@ from fastim.interfaces.ws.hub import Hub
 from fastim.interfaces.ws.upgrade import TransportLimits
 
 
+def _ms_to_s(milliseconds: int) -> float:
+    return milliseconds / 1000
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
@@ -111,7 +115,9 @@ class Container(containers.DeclarativeContainer):
         max_pending_bytes=config.im.max_pending_bytes,
         max_message_bytes=config.im.max_message_bytes,
     )
-    hub = providers.Singleton(Hub, broker, messages, metrics, clock)
+    hub = providers.Singleton(
+        Hub, broker, messages, metrics, clock, max_window_s=providers.Callable(_ms_to_s, config.im.coalescing_window_ms)
+    )
     http_context = providers.Singleton(HttpContext, auth_gate, cors, metrics)
     membership_refresher = providers.Singleton(MembershipRefresher)
     chat_limits = providers.Singleton(

@@ -35,6 +35,7 @@ DEFAULTS = {
         "rate_burst": 20,
         "history_max": 0,
         "max_pending_bytes": 1048576,
+        "coalescing_window_ms": 15,
     },
 }
 
@@ -204,6 +205,8 @@ def test_choices_are_case_insensitive():
         ("im", "rate_burst", "0", "greater than or equal to 1"),
         ("im", "history_max", "-1", "greater than or equal to 0"),
         ("im", "max_pending_bytes", "0", "greater than or equal to 1"),
+        ("im", "coalescing_window_ms", "-1", "greater than or equal to 0 and less than or equal to 1000"),
+        ("im", "coalescing_window_ms", "1001", "less than or equal to 1000"),
     ],
 )
 def test_bad_environment_value(section, key, value, reason):

@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 # A busy group is flushed at most once per its last flush's cost, so writing to
 # its sockets can take at most about half of the node's time and batches grow
-# with the load; never later than this, the most a batch may add to latency.
-MAX_COALESCING_WINDOW_S = 0.015
+# with the load; never later than [im] coalescing_window_ms, the most a batch
+# may add to latency.
+DEFAULT_COALESCING_WINDOW_S = 0.015
 
 
 class Batch:
@@ -65,14 +66,23 @@ class Hub:
     and the same bytes go to every local member of the group. A quiet group's
     event goes out at the end of the loop turn it arrived in. A busy group's
     events gather into one batch for a window as long as its last flush took
-    (at most MAX_COALESCING_WINDOW_S): one write per socket per batch instead
-    of one per message, still one WebSocket frame per event.
+    (at most ``max_window_s``): one write per socket per batch instead
+    of one per message, still one WebSocket frame per event. With
+    ``max_window_s = 0`` only the events of one loop turn share a write.
     The cost of an event on this node depends only on this node's members of
     that group: not on the number of groups, nor on other nodes' clients.
     """
 
-    def __init__(self, broker: Broker, messages: Messages, metrics: Metrics, clock: Clock) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        messages: Messages,
+        metrics: Metrics,
+        clock: Clock,
+        max_window_s: float = DEFAULT_COALESCING_WINDOW_S,
+    ) -> None:
         self._broker = broker
+        self._max_window_s = max_window_s
         self._messages = messages
         self._metrics = metrics
         self._clock = clock
@@ -207,7 +217,7 @@ class Hub:
             except Exception:
                 logger.exception("delivery to a member of group %s failed", group_id)
         cost = time.perf_counter() - started
-        self._next_flush[group_id] = asyncio.get_running_loop().time() + min(cost, MAX_COALESCING_WINDOW_S)
+        self._next_flush[group_id] = asyncio.get_running_loop().time() + min(cost, self._max_window_s)
         count = len(batch.events)
         self._metrics.events_fanned_out.inc(count)
         self._metrics.deliveries.inc(count * len(room))
