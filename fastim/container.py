@@ -20,7 +20,7 @@ from fastim.infrastructure.memory.repositories import (
     MemoryStorage,
     MemoryTokenRepository,
 )
-from fastim.infrastructure.redis.batcher import CommandBatcher
+from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.repositories import (
@@ -50,7 +50,8 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
 
     redis_client = providers.Singleton(make_client, config.storage.redis_url)
-    redis_batcher = providers.Singleton(CommandBatcher, redis_client)  # one pipeline per loop turn per node
+    # Every command of a loop turn in one write, on one connection of its own (pub/sub keeps redis-py's).
+    redis_batcher = providers.Singleton(PipelinedConnection, config.storage.redis_url)
 
     message_repository = providers.Selector(
         config.storage.backend,
@@ -145,4 +146,5 @@ async def close_container(container: Container) -> None:
     await container.hub().close()
     await container.broker().close()
     if container.config.storage.backend() == "redis":
+        await container.redis_batcher().aclose()
         await container.redis_client().aclose()

@@ -19,6 +19,7 @@ from fastim.infrastructure.memory.repositories import (
 )
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.repositories import (
     RedisMembershipRepository,
     RedisMessageRepository,
@@ -61,21 +62,30 @@ def _memory_backend() -> tuple[Backend, list]:
     return backend, [broker]
 
 
-def _redis_backend(name: str, new_client) -> tuple[Backend, list]:
+def _redis_backend(name: str, new_client, new_commands=None) -> tuple[Backend, list]:
+    """The Redis adapters on ``new_client()``; their commands through ``new_commands()`` when given (as a node does)."""
     client = new_client()
     closables: list = [client]
 
+    def commands():
+        if new_commands is None:
+            return None  # the adapters' default: a CommandBatcher on the client
+        connection = new_commands()
+        closables.append(connection)
+        return connection
+
     def new_broker():
         broker_client = new_client()
-        broker = RedisBroker(broker_client)
+        broker = RedisBroker(broker_client, commands())
         closables.extend([broker, broker_client])
         return broker
 
+    shared = commands()
     backend = Backend(
         name=name,
-        messages=RedisMessageRepository(client),
-        memberships=RedisMembershipRepository(client),
-        tokens=RedisTokenRepository(client),
+        messages=RedisMessageRepository(client, shared),
+        memberships=RedisMembershipRepository(client, shared),
+        tokens=RedisTokenRepository(client, shared),
         storage=RedisStorage(client),
         clock=SystemClock(),
         new_broker=new_broker,
@@ -95,7 +105,9 @@ def backend(request, io_loop):
         )
     else:
         server = request.getfixturevalue("fresh_redis")
-        backend, closables = _redis_backend("redis", lambda: make_client(server.url))
+        backend, closables = _redis_backend(
+            "redis", lambda: make_client(server.url), lambda: PipelinedConnection(server.url)
+        )
     yield backend
 
     async def close_all():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
@@ -21,8 +22,27 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
+class Commands(Protocol):
+    """What the adapters send their commands through; replies are RESP2 values, strings decoded."""
+
+    async def execute(self, *args: Any) -> Any: ...
+
+    async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any: ...
+
+
+async def run_script(execute: Callable[..., Awaitable[Any]], script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA, and EVAL only when Redis does not know the script (it was restarted or flushed)."""
+    try:
+        return await execute("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await execute("EVAL", script.source, len(keys), *keys, *args)
+
+
 class CommandBatcher:
-    """Queues commands and sends all those queued in the same loop turn as one pipeline.
+    """Queues commands and sends all those queued in the same loop turn as one redis-py pipeline.
+
+    The adapters' default on any redis-py client, fakeredis included; a node
+    uses the leaner :class:`~fastim.infrastructure.redis.pipeline.PipelinedConnection`.
 
     A chat node serves many sockets at once: when forty of them send a message
     in the same turn, their forty appends cost one round trip and one system
@@ -45,10 +65,7 @@ class CommandBatcher:
         return await future
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        return await run_script(self.execute, script, keys, args)
 
     def _flush(self) -> None:
         queue, self._queue = self._queue, []

@@ -16,7 +16,7 @@ from fastim.domain.codec import InvalidPayload, decode_event, encode_event
 from fastim.domain.model import Event
 from fastim.domain.ports import EventListener, ResumeListener
 from fastim.infrastructure.redis import keys
-from fastim.infrastructure.redis.batcher import CommandBatcher
+from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RedisBroker:
     def __init__(
         self,
         client: redis.Redis,
-        batcher: CommandBatcher | None = None,
+        batcher: Commands | None = None,
         *,
         poll_seconds: float = POLL_SECONDS,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,

@@ -11,7 +11,7 @@ import redis.asyncio as redis
 from fastim.domain.codec import InvalidPayload, decode_message, encode_message
 from fastim.domain.model import GroupSummary, Message, Page
 from fastim.infrastructure.redis import keys, scripts
-from fastim.infrastructure.redis.batcher import CommandBatcher, LuaScript
+from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ _CHECK_AND_RENEW_TOKEN = LuaScript(scripts.CHECK_AND_RENEW_TOKEN)
 class RedisMessageRepository:
     """Each group's messages as a JSON-string list ``gml:{groupId}``, oldest first."""
 
-    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
+    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
         self._client = client
         self._batcher = batcher or CommandBatcher(client)
 
@@ -103,7 +103,7 @@ class RedisMessageRepository:
 class RedisMembershipRepository:
     """The groups each user joined, as the set ``ugs:{userId}``."""
 
-    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
+    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
         self._batcher = batcher or CommandBatcher(client)
 
     async def join(self, user_id: str, group_id: str) -> None:
@@ -127,7 +127,7 @@ class RedisMembershipRepository:
 class RedisTokenRepository:
     """One login token per user, as the string ``login:{userId}`` with a TTL."""
 
-    def __init__(self, client: redis.Redis, batcher: CommandBatcher | None = None) -> None:
+    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
         self._batcher = batcher or CommandBatcher(client)
 
     async def issue(self, user_id: str, token: str, ttl_seconds: int) -> None:
