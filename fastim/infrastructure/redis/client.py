@@ -30,9 +30,10 @@ HEALTH_CHECK_INTERVAL_SECONDS = 30
 # message twice, and an outage should surface at once (the pool already
 # reconnects a stale connection before handing it out).
 NO_RETRY = 0
-# Connections per node. Commands are pipelined per loop turn, so a node rarely
-# needs more than a few; at the cap a command waits for a free connection (up
-# to POOL_WAIT_SECONDS) instead of failing at once, as redis-py's default pool does.
+# Connections per node of this pool, which carries pub/sub, the group-list
+# summaries (MULTI) and the pings; every other command goes through the node's
+# PipelinedConnection. At the cap a command waits for a free connection (up to
+# POOL_WAIT_SECONDS) instead of failing at once, as redis-py's default pool does.
 MAX_CONNECTIONS = 64
 POOL_WAIT_SECONDS = 5.0
 
