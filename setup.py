@@ -27,6 +27,9 @@ setup(
             "hypothesis>=6.80",
             "websockets>=13.0",
             "playwright>=1.40",  # the Python driver only; the browser is the system's chromium
+            # tests/integration/test_benchmark.py runs the benchmark's own command
+            "picows>=2.3",
+            "uvloop>=0.19",
         ],
         # python -m benchmarks.run: a compiled WebSocket client on a fast loop, cheap enough
         # to load a fast server from the other core
