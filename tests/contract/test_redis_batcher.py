@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import fakeredis
 import pytest
@@ -180,3 +181,12 @@ async def test_a_closed_connection_refuses_commands():
     await connection.aclose()
     with pytest.raises(redis.exceptions.ConnectionError):
         await connection.execute("PING")
+
+
+def test_tls_is_used_for_rediss_urls_only_with_the_urls_verification():
+    assert PipelinedConnection("redis://127.0.0.1:6390/0")._tls_context() is None
+    assert PipelinedConnection("unix:///tmp/redis.sock")._tls_context() is None
+    strict = PipelinedConnection("rediss://redis.example:6380/0")._tls_context()
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+    relaxed = PipelinedConnection("rediss://redis.example:6380/0?ssl_cert_reqs=none")._tls_context()
+    assert relaxed.verify_mode == ssl.CERT_NONE and not relaxed.check_hostname

@@ -218,7 +218,10 @@ class PipelinedConnection:
         options = self._options
         if options.get("connection_class") is None or "SSL" not in options["connection_class"].__name__:
             return None
+        # The URL's TLS options that redis-py's own connections honour: CA, client certificate, verification.
         context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+        if options.get("ssl_certfile"):
+            context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
         if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
