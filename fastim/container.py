@@ -51,27 +51,27 @@ class Container(containers.DeclarativeContainer):
 
     redis_client = providers.Singleton(make_client, config.storage.redis_url)
     # Every command of a loop turn in one write, on one connection of its own (pub/sub keeps redis-py's).
-    redis_batcher = providers.Singleton(PipelinedConnection, config.storage.redis_url)
+    redis_commands = providers.Singleton(PipelinedConnection, config.storage.redis_url)
 
     message_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryMessageRepository, clock),
-        redis=providers.Singleton(RedisMessageRepository, redis_client, redis_batcher),
+        redis=providers.Singleton(RedisMessageRepository, redis_client, redis_commands),
     )
     membership_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryMembershipRepository),
-        redis=providers.Singleton(RedisMembershipRepository, redis_client, redis_batcher),
+        redis=providers.Singleton(RedisMembershipRepository, redis_client, redis_commands),
     )
     token_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryTokenRepository, clock),
-        redis=providers.Singleton(RedisTokenRepository, redis_client, redis_batcher),
+        redis=providers.Singleton(RedisTokenRepository, redis_client, redis_commands),
     )
     broker = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryBroker),
-        redis=providers.Singleton(RedisBroker, redis_client, redis_batcher),
+        redis=providers.Singleton(RedisBroker, redis_client, redis_commands),
     )
     storage = providers.Selector(
         config.storage.backend,
@@ -146,5 +146,5 @@ async def close_container(container: Container) -> None:
     await container.hub().close()
     await container.broker().close()
     if container.config.storage.backend() == "redis":
-        await container.redis_batcher().aclose()
+        await container.redis_commands().aclose()
         await container.redis_client().aclose()

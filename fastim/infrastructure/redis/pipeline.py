@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from redis.connection import parse_url
+from redis.connection import Connection, SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -178,20 +178,24 @@ class PipelinedConnection:
     # -- connecting ------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        protocol: _Protocol | None = None
+        """Open and introduce a connection; on failure, fail what waited for it (the next command tries again)."""
         try:
             async with asyncio.timeout(self._connect_timeout):
                 protocol = await self._open()
-                await self._introduce(protocol)
-        except BaseException as exc:
-            if protocol is not None:
-                protocol.abort(RedisConnectionError("connection setup failed"))
-            if isinstance(exc, TimeoutError):
-                exc = RedisTimeoutError(f"no connection to Redis within {self._connect_timeout:g} s")
-            self._fail_queue(exc if isinstance(exc, Exception) else RedisConnectionError("the Redis connection is closed"))
-            if not isinstance(exc, Exception):
-                raise
+                try:
+                    await self._introduce(protocol)
+                except BaseException:
+                    protocol.abort(RedisConnectionError("connection setup failed"))
+                    raise
+        except TimeoutError:
+            self._fail_queue(RedisTimeoutError(f"no connection to Redis within {self._connect_timeout:g} s"))
             return
+        except Exception as exc:
+            self._fail_queue(exc)
+            return
+        except asyncio.CancelledError:  # aclose()
+            self._fail_queue(RedisConnectionError("the Redis connection is closed"))
+            raise
         finally:
             self._connecting = None
         self._protocol = protocol
@@ -216,7 +220,7 @@ class PipelinedConnection:
 
     def _tls_context(self) -> ssl.SSLContext | None:
         options = self._options
-        if options.get("connection_class") is None or "SSL" not in options["connection_class"].__name__:
+        if not issubclass(options.get("connection_class", Connection), SSLConnection):  # rediss://
             return None
         # The URL's TLS options that redis-py's own connections honour: CA, client certificate, verification.
         context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from fastim.domain.errors import AuthenticationFailed
@@ -59,12 +58,6 @@ class Socket:
 
     # -- what the transport tells us -----------------------------------------------------
 
-    def on_text(self, text: str) -> Awaitable[None] | None:
-        return None
-
-    def on_binary(self, data: bytes) -> None:
-        return None
-
     def on_backlog_full(self) -> None:
         """The client stopped reading: close it rather than let its backlog grow the node's memory."""
         limit = self.transport.max_unsent
@@ -84,6 +77,11 @@ class Socket:
     def send(self, text: str) -> None:
         """Queue one text frame of this socket's own (snapshot, error frame, group list)."""
         self.write_frames(text_frame(text.encode("utf-8")))
+
+    def refuse(self, reason: str, code: int, msg: str) -> None:
+        """Answer a refused frame with an error frame; the socket stays open."""
+        self.context.metrics.rejected_frames.labels(reason).inc()
+        self.send(error_frame(code, msg))
 
     def valid_ids(self, **ids: str) -> bool:
         """Ids from the path must look like ids; otherwise the socket is closed with a reason."""

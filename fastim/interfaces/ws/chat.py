@@ -155,11 +155,6 @@ class ChatSocket(Socket):
             return
         self.context.metrics.messages_received.inc()
 
-    def refuse(self, reason: str, code: int, msg: str) -> None:
-        """Answer a refused frame with an error frame; the socket stays open."""
-        self.context.metrics.rejected_frames.labels(reason).inc()
-        self.send(frames.error_frame(code, msg))
-
     def on_closed(self) -> None:
         super().on_closed()
         if self.joined:

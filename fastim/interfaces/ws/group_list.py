@@ -127,8 +127,7 @@ class GroupListSocket(Socket):
 
     def refuse_frame(self) -> None:
         """This socket only pushes; a frame from the client gets an answer, not silence."""
-        self.context.metrics.rejected_frames.labels("not_accepted").inc()
-        self.send(frames.error_frame(frames.ERROR_NOT_ACCEPTED, "the group-list socket takes no messages"))
+        self.refuse("not_accepted", frames.ERROR_NOT_ACCEPTED, "the group-list socket takes no messages")
 
     def on_closed(self) -> None:
         super().on_closed()
