@@ -11,8 +11,10 @@ from dependency_injector import containers, providers
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
 from fastim.domain.sessions import Sessions
+from fastim.domain.throttle import LoginThrottle
 from fastim.infrastructure.auth import AcceptAnyPassword
 from fastim.infrastructure.clock import SystemClock
+from fastim.infrastructure.join_policy import AllowAnyJoin
 from fastim.infrastructure.memory.broker import MemoryBroker
 from fastim.infrastructure.memory.repositories import (
     MemoryMembershipRepository,
@@ -37,7 +39,9 @@ from fastim.interfaces.ws.chat import ChatLimits, ChatServices
 from fastim.interfaces.ws.connections import Connections
 from fastim.interfaces.ws.group_list import ListServices, MembershipRefresher
 from fastim.interfaces.ws.hub import Hub
-from fastim.interfaces.ws.upgrade import TransportLimits
+from fastim.interfaces.ws.keepalive import Keepalive
+from fastim.interfaces.ws.session_watch import SessionWatch
+from fastim.interfaces.ws.upgrade import transport_limits
 
 
 def _ms_to_s(milliseconds: int) -> float:
@@ -80,6 +84,13 @@ class Container(containers.DeclarativeContainer):
     )
 
     authenticator = providers.Singleton(AcceptAnyPassword)
+    join_policy = providers.Singleton(AllowAnyJoin)
+    login_throttle = providers.Singleton(
+        LoginThrottle,
+        per_source=config.auth.login_failures_per_ip,
+        per_user=config.auth.login_failures_per_user,
+        window_s=config.auth.login_failure_window,
+    )
 
     messages = providers.Singleton(
         Messages,
@@ -90,19 +101,24 @@ class Container(containers.DeclarativeContainer):
         list_num=config.im.list_num,
         recall_time_limit=config.im.recall_time_limit,
         history_max=config.im.history_max,
+        history_page_max=config.im.history_page_max,
     )
     groups = providers.Singleton(
         Groups,
         memberships=membership_repository,
         messages=message_repository,
+        policy=join_policy,
         auto_join=config.im.auto_join,
+        max_groups=config.im.max_groups_per_user,
     )
     sessions = providers.Singleton(
         Sessions,
         tokens=token_repository,
         authenticator=authenticator,
+        broker=broker,
         token_ttl=config.im.token_ttl,
         login_auth=config.im.login_auth,
+        throttle=login_throttle,
     )
 
     auth_gate = providers.Singleton(AuthGate, sessions, config.server.open_paths)
@@ -110,9 +126,15 @@ class Container(containers.DeclarativeContainer):
 
     metrics = providers.Singleton(Metrics, broker)
     connections = providers.Singleton(Connections, metrics)
-    socket_context = providers.Singleton(SocketContext, sessions=sessions, connections=connections, metrics=metrics)
+    session_watch = providers.Singleton(SessionWatch, sessions, broker)
+    keepalive = providers.Singleton(
+        Keepalive, connections, metrics, interval_s=config.im.ping_interval, timeout_s=config.im.ping_timeout
+    )
+    socket_context = providers.Singleton(
+        SocketContext, sessions=sessions, connections=connections, metrics=metrics, session_watch=session_watch
+    )
     transport_limits = providers.Singleton(
-        TransportLimits.from_settings,
+        transport_limits,
         max_pending_bytes=config.im.max_pending_bytes,
         max_message_bytes=config.im.max_message_bytes,
     )
@@ -140,8 +162,20 @@ def build_container(settings) -> Container:
     return container
 
 
+def open_logins(container: Container) -> list[str]:
+    """Why anyone can act as any user on this node, one reason per setting; empty when logins are checked."""
+    reasons = []
+    if isinstance(container.authenticator(), AcceptAnyPassword):
+        reasons.append("the default authenticator accepts any password")
+    if not container.config.im.login_auth():
+        reasons.append("[im] login_auth = 0 lets WebSockets in without a token")
+    return reasons
+
+
 async def close_container(container: Container) -> None:
     """Release what the node opened: timers, the broker's subscriptions and the Redis connections."""
+    await container.keepalive().close()
+    await container.session_watch().close()
     await container.membership_refresher().close()
     await container.hub().close()
     await container.broker().close()

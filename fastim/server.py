@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -14,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import tornado.httpserver
+from tornado.netutil import bind_sockets
 
 from fastim.app import make_app
-from fastim.container import Container, build_container, close_container
-from fastim.infrastructure.auth import AcceptAnyPassword
+from fastim.container import Container, build_container, close_container, open_logins
+from fastim.interfaces.acceptor import Acceptor, Admission
+from fastim.interfaces.http.body_limit import BodyLimit
 from fastim.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SOCKET_CLOSE_GRACE_SECONDS = 2.0
 REQUEST_GRACE_SECONDS = 5.0
 CLOSE_GOING_AWAY = 1001
+# With [server] max_connections = 0 a node takes as many connections as its open-files limit
+# allows, less this many descriptors for its Redis connections, log files and the like.
+OPEN_FILES_RESERVE = 128
+MIN_AUTO_CONNECTIONS = 32
+# A hard limit of "unlimited" is raised to no more than this.
+MAX_OPEN_FILES = 1 << 20
 
 
 class StartupError(Exception):
@@ -59,12 +69,16 @@ class Node:
         self.node_id = os.getpid()
         self._sockets = sockets  # already bound by a supervisor (--workers), else the node binds its own
         self._http_server: tornado.httpserver.HTTPServer | None = None
+        self._acceptor: Acceptor | None = None
+        self._capacity = ""  # what the node accepts, for the start-up line
 
     async def start(self) -> None:
-        """Check the storage, then listen; on failure release everything and raise StartupError."""
+        """Check the settings and the storage, then listen; on failure release everything and raise StartupError."""
         try:
+            self.check_protected_mode()
             await self.check_storage()
             self._listen()
+            self.container.keepalive().start()
         except BaseException:
             try:
                 await self._close_container()
@@ -92,6 +106,19 @@ class Node:
             ("close storage and broker", self._close_container),
         ]
 
+    def check_protected_mode(self) -> None:
+        """Like Redis's protected mode: with open logins, listen on loopback only unless told otherwise."""
+        server = self.settings.server
+        if not server.protected_mode:
+            return
+        reasons = open_logins(self.container)
+        if reasons and not is_loopback(server.host):
+            raise StartupError(
+                f"refusing to listen on {server.host}: logins are open ({'; '.join(reasons)}), so anyone could "
+                "act as any user; set [im] login_auth = 1 and replace the authenticator, or set "
+                "[server] protected_mode = 0 to serve anyway"
+            )
+
     async def check_storage(self) -> None:
         storage = self.settings.storage
         if storage.backend != "redis":
@@ -111,36 +138,45 @@ class Node:
             ) from exc
 
     def _listen(self) -> None:
-        host, port = self.settings.server.host, self.settings.server.port
-        server = tornado.httpserver.HTTPServer(make_app(self.container))
-        if self._sockets is not None:
-            server.add_sockets(self._sockets)
-            self._http_server = server
-            return
-        try:
-            server.listen(port, address=host)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+        settings = self.settings.server
+        application = BodyLimit(make_app(self.container), settings.max_body_bytes, self.container.cors())
+        server = tornado.httpserver.HTTPServer(
+            application,
+            idle_connection_timeout=settings.header_timeout,  # Tornado's header timeout, idle keep-alive included
+            body_timeout=settings.body_timeout,
+        )
+        sockets = self._sockets
+        if sockets is None:
+            try:
+                sockets = bind_sockets(settings.port, address=settings.host)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from exc
+        open_files = raise_open_files_limit()
+        limit = settings.max_connections or max(MIN_AUTO_CONNECTIONS, open_files - OPEN_FILES_RESERVE)
+        refused = self.container.metrics().refused_connections
+        self._acceptor = Acceptor(
+            server, Admission(limit, settings.max_connections_per_ip), lambda which: refused.labels(which).inc()
+        )
+        self._acceptor.add_sockets(sockets)
         self._http_server = server
+        per_address = settings.max_connections_per_ip
+        self._capacity = f"up to {limit} connections{f', {per_address} per address' if per_address else ''} " \
+            f"(open-files limit {open_files})"
 
     def _log_started(self) -> None:
         server = self.settings.server
         host = f"[{server.host}]" if ":" in server.host else server.host
         logger.info(
-            "fastim listening on http://%s:%d (backend=%s, node=%d)",
-            host, server.port, self.settings.storage.backend, self.node_id,
+            "fastim listening on http://%s:%d (backend=%s, node=%d); %s",
+            host, server.port, self.settings.storage.backend, self.node_id, self._capacity,
         )
-        if not self.settings.im.login_auth:
-            logger.warning("WebSocket connections are not authenticated (login_auth = 0)")
-        if isinstance(self.container.authenticator(), AcceptAnyPassword):
-            logger.warning(
-                "the default authenticator accepts any password; replace it through the container"
-            )
+        for reason in open_logins(self.container):
+            logger.warning("logins are open: %s", reason)
 
     async def _stop_listening(self) -> None:
-        if self._http_server is not None:
-            self._http_server.stop()
+        if self._acceptor is not None:
+            self._acceptor.stop()
 
     async def _close_sockets(self) -> None:
         """Tell every client to go elsewhere (1001 Going Away), then give the close frames time to leave."""
@@ -263,6 +299,34 @@ def run(
         return asyncio.run(serve(settings, deadline, container, sockets))
     finally:
         deadline.disarm()
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a descriptor); the soft limit after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    return MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` stands for is a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def redact_url(url: str) -> str:

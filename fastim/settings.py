@@ -30,6 +30,12 @@ class ServerSettings:
     open_paths: tuple[str, ...]
     log_format: str
     log_level: str
+    protected_mode: bool
+    max_connections: int
+    max_connections_per_ip: int
+    header_timeout: float
+    body_timeout: float
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,17 @@ class ImSettings:
     history_max: int
     max_pending_bytes: int
     coalescing_window_ms: int
+    ping_interval: float
+    ping_timeout: float
+    history_page_max: int
+    max_groups_per_user: int
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    login_failures_per_ip: int
+    login_failures_per_user: int
+    login_failure_window: float
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class Settings:
     server: ServerSettings
     storage: StorageSettings
     im: ImSettings
+    auth: AuthSettings
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """The nested plain dict that ``container.config.from_dict`` takes."""
@@ -137,6 +155,10 @@ def _positive_float(**kwargs: Any) -> fields.Float:
     return fields.Float(allow_nan=False, validate=validate.Range(min=0, min_inclusive=False), **kwargs)
 
 
+def _seconds_at_least_one(**kwargs: Any) -> fields.Float:
+    return fields.Float(allow_nan=False, validate=validate.Range(min=1, max=86400), **kwargs)
+
+
 class ServerSchema(Schema):
     host = fields.String(
         load_default="127.0.0.1",
@@ -149,6 +171,17 @@ class ServerSchema(Schema):
     open_paths = _Paths(load_default=DEFAULT_OPEN_PATHS)
     log_format = _Choice(("text", "json"), load_default="text")
     log_level = _Choice(("debug", "info", "warning", "error"), load_default="info")
+    # Like Redis: a node whose logins are open refuses to listen beyond loopback unless this is 0.
+    protected_mode = _Flag(load_default=True)
+    # 0: as many as the open-files limit allows, less a reserve for Redis, logs and files.
+    max_connections = _non_negative(load_default=0)
+    # 0: no per-address limit. Behind a proxy every client has the proxy's address.
+    max_connections_per_ip = _non_negative(load_default=0)
+    # A request head (or the next one on a kept-alive connection) must be complete within this.
+    header_timeout = _positive_float(load_default=10.0)
+    body_timeout = _positive_float(load_default=30.0)
+    # Every API form fits in a few KB; bigger bodies are refused from their headers (413).
+    max_body_bytes = _positive(load_default=65536)
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> ServerSettings:
@@ -187,16 +220,36 @@ class ImSchema(Schema):
     # The Hub's adaptive window is as long as a busy group's last fan-out took, never longer than
     # this; 15 ms keeps a quiet room's p99 within issue 7's 20 ms. 1 s would be a broken node.
     coalescing_window_ms = fields.Integer(load_default=15, validate=validate.Range(min=0, max=1000))
+    # Browsers' and proxies' idle timeouts are 30-60 s; a ping every 25 s keeps a socket through them.
+    ping_interval = _seconds_at_least_one(load_default=25.0)
+    ping_timeout = _seconds_at_least_one(load_default=20.0)
+    # The most messages one history request returns; larger ranges are clipped and the answer says so.
+    history_page_max = _positive(load_default=200)
+    # 0: no limit. A group-list socket reads every group of its user on each push.
+    max_groups_per_user = _non_negative(load_default=1000)
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> ImSettings:
         return ImSettings(**data)
 
 
+class AuthSchema(Schema):
+    # Failed /user/login attempts counted per client address and per userId over the window;
+    # past either limit further attempts answer 429 until the window has passed. 0: no limit.
+    login_failures_per_ip = _non_negative(load_default=30)
+    login_failures_per_user = _non_negative(load_default=10)
+    login_failure_window = _positive_float(load_default=300.0)
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> AuthSettings:
+        return AuthSettings(**data)
+
+
 class SettingsSchema(Schema):
     server = fields.Nested(ServerSchema, required=True)
     storage = fields.Nested(StorageSchema, required=True)
     im = fields.Nested(ImSchema, required=True)
+    auth = fields.Nested(AuthSchema, required=True)
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> Settings:

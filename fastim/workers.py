@@ -133,6 +133,7 @@ class Supervisor:
 async def _preflight(settings: Settings) -> None:
     node = Node(settings)
     try:
+        node.check_protected_mode()
         await node.check_storage()
     finally:
         await close_container(node.container)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastim.domain.model import Event, Message, Recall
+from fastim.domain.model import Event, Message, Notice, Recall, SessionsChanged
 
 _COMPACT = (",", ":")
 MAX_TS = 2**53 - 1  # integer milliseconds that JavaScript and Lua numbers hold exactly
@@ -98,3 +98,18 @@ def _timestamp(data: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TS:
         raise InvalidPayload(f"ts must be an integer from 0 to {MAX_TS}")
     return value
+
+
+def encode_notice(notice: Notice) -> str:
+    """A node-wide notice, as published on the notices channel."""
+    return json.dumps({"notice": "sessions", "userId": notice.user_id}, ensure_ascii=False, separators=_COMPACT)
+
+
+def decode_notice(payload: str | bytes) -> Notice:
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPayload(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("notice") != "sessions":
+        raise InvalidPayload("not a notice")
+    return SessionsChanged(_identifier(data, "userId"))

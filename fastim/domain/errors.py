@@ -41,3 +41,25 @@ class StorageUnavailable(DomainError):
     """The storage or the broker does not answer; the operation did not happen."""
 
     code = "storage_unavailable"
+
+
+class TooManyRequests(DomainError):
+    """The caller must wait: too many failed logins, or more work at once than the node takes."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until trying again can succeed
+
+
+class JoinRefused(DomainError):
+    """The join policy does not let this user into this group."""
+
+    code = "join_refused"
+
+
+class TooManyGroups(DomainError):
+    """The user has joined as many groups as ``[im] max_groups_per_user`` allows."""
+
+    code = "too_many_groups"

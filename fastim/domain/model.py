@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -42,3 +43,29 @@ class GroupSummary:
     group_id: str
     newest: Message | None
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Messages of one history request, oldest first; ``clipped`` when more were asked than a page holds."""
+
+    messages: list[Message] | None  # None: the anchor message does not exist
+    clipped: bool = False
+
+
+class Joined(enum.Enum):
+    """What asking to join a group did."""
+
+    ADDED = "added"
+    ALREADY = "already"  # the user was a member: nothing changed
+    FULL = "full"  # the user is in as many groups as allowed: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsChanged:
+    """A node-wide notice: the user's login token changed (new login, logout); sockets must check theirs."""
+
+    user_id: str
+
+
+Notice = SessionsChanged

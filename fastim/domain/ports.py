@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from fastim.domain.model import Event, GroupSummary, Message, Page
+from fastim.domain.model import Event, GroupSummary, Joined, Message, Notice, Page
 
 
 class Clock(Protocol):
@@ -35,20 +35,26 @@ class MessageRepository(Protocol):
         """The newest ``count`` messages (oldest first) and the total; ``count <= 0`` gives none."""
         ...
 
-    async def range(self, group_id: str, start: int, end: int) -> list[Message]:
-        """Messages with list index ``start..end`` inclusive, negative indexes counting from the end."""
-        ...
+    async def range(self, group_id: str, start: int, end: int, limit: int) -> list[Message]:
+        """Messages with list index ``start..end`` inclusive, negative indexes counting from the end.
 
-    async def before(self, group_id: str, user_id: str, ts: int, count: int) -> list[Message] | None:
-        """Up to ``count`` messages just before the anchor (user_id, ts), oldest first.
-
-        The anchor is searched from the newest message backwards; ``None`` when
-        the group has no such message.
+        At most the first ``limit`` of them: the work done never depends on how wide the range is.
         """
         ...
 
-    async def remove(self, group_id: str, user_id: str, ts: int) -> Message | None:
-        """Remove the newest message matching (user_id, ts); the removed message, or ``None``."""
+    async def before(self, group_id: str, user_id: str, ts: int, count: int, window: int) -> list[Message] | None:
+        """Up to ``count`` messages just before the anchor (user_id, ts), oldest first.
+
+        The anchor is searched among the newest ``window`` messages, then, in
+        an older part of the list, among the ``window`` messages on either side
+        of where its ``ts`` places it (a list is appended in time order); the
+        newest match wins. ``None`` when no such message is found. The work
+        done is O(window + log of the list's length).
+        """
+        ...
+
+    async def remove(self, group_id: str, user_id: str, ts: int, window: int) -> Message | None:
+        """Remove the message (user_id, ts), searched as :meth:`before` does; the removed message, or ``None``."""
         ...
 
     async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:
@@ -59,11 +65,22 @@ class MessageRepository(Protocol):
 class MembershipRepository(Protocol):
     """The groups each user joined (``ugs:{userId}``)."""
 
-    async def join(self, user_id: str, group_id: str) -> None:
-        """Idempotent."""
+    async def join(self, user_id: str, group_id: str, max_groups: int = 0) -> Joined:
+        """Add the group to the user's set, unless the user is in ``max_groups`` groups already (0: no limit).
+
+        Idempotent; the check and the addition are one atomic step.
+        """
+        ...
+
+    async def leave(self, user_id: str, group_id: str) -> bool:
+        """Remove the group from the user's set; whether it was there."""
         ...
 
     async def groups_of(self, user_id: str) -> list[str]:
+        ...
+
+    async def count(self, user_id: str) -> int:
+        """How many groups the user joined, in O(1)."""
         ...
 
     async def is_member(self, user_id: str, group_id: str) -> bool:
@@ -81,6 +98,14 @@ class TokenRepository(Protocol):
         """True when ``token`` is the user's current token; its TTL is then renewed."""
         ...
 
+    async def remaining(self, user_id: str, token: str) -> float | None:
+        """Seconds ``token`` still lives (``math.inf`` without expiry); ``None`` when it is not the user's token."""
+        ...
+
+    async def revoke(self, user_id: str, token: str) -> bool:
+        """Delete the user's token if it is ``token``; whether it was."""
+        ...
+
 
 class Authenticator(Protocol):
     """Decides whether a login attempt may have a token (fast-im's UserService)."""
@@ -89,7 +114,15 @@ class Authenticator(Protocol):
         ...
 
 
+class JoinPolicy(Protocol):
+    """Decides who may join which group; the default lets anyone join anything, as fast-im does."""
+
+    async def may_join(self, user_id: str, group_id: str) -> bool:
+        ...
+
+
 EventListener = Callable[[str, Event], Awaitable[None] | None]
+NoticeListener = Callable[[Notice], Awaitable[None] | None]
 ResumeListener = Callable[[frozenset[str]], Awaitable[None] | None]
 
 
@@ -106,6 +139,22 @@ class Broker(Protocol):
 
     async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
         """Undo one :meth:`subscribe`; unknown pairs are ignored."""
+        ...
+
+    async def subscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        """:meth:`subscribe` to each group, in one round trip."""
+        ...
+
+    async def unsubscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        """:meth:`unsubscribe` from each group, in one round trip."""
+        ...
+
+    async def notify(self, notice: Notice) -> None:
+        """Tell every node, this one included, about ``notice``."""
+        ...
+
+    async def watch_notices(self, listener: NoticeListener) -> None:
+        """Call ``listener(notice)`` for every notice any node sends from now on."""
         ...
 
     def on_resume(self, listener: ResumeListener) -> None:

@@ -1,13 +1,27 @@
-"""The Sessions service: login, tokens and the socket authentication rule."""
+"""The Sessions service: login, logout, tokens and the socket authentication rule."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
+import time
 
-from fastim.domain.errors import AuthenticationFailed
-from fastim.domain.ports import Authenticator, TokenRepository
+from fastim.domain.errors import AuthenticationFailed, StorageUnavailable
+from fastim.domain.ids import is_valid_id
+from fastim.domain.model import SessionsChanged
+from fastim.domain.ports import Authenticator, Broker, TokenRepository
+from fastim.domain.throttle import LoginThrottle, NoThrottle
+
+logger = logging.getLogger(__name__)
 
 TOKEN_BYTES = 16  # 32 lowercase hex characters, the shape of fast-im's UUID-without-dashes tokens
+# Tokens of other programs may differ in shape; none needs more than this, so a longer header is
+# refused before it costs a storage call.
+TOKEN_MAX_LENGTH = 128
+# A refused login is answered no sooner than this after it arrived, whatever the authenticator
+# took: an unknown user and a wrong password look the same from outside, and guessing is slower.
+FAILED_LOGIN_FLOOR_S = 0.25
 
 
 def new_token() -> str:
@@ -19,30 +33,72 @@ class Sessions:
         self,
         tokens: TokenRepository,
         authenticator: Authenticator,
+        broker: Broker | None = None,
         *,
         token_ttl: int,
         login_auth: bool,
+        throttle: LoginThrottle | NoThrottle | None = None,
+        failed_login_floor_s: float = FAILED_LOGIN_FLOOR_S,
     ) -> None:
         self._tokens = tokens
         self._authenticator = authenticator
+        self._broker = broker  # tells every node when a user's token changes
         self._token_ttl = token_ttl
         self._login_auth = login_auth
+        self._throttle = throttle or NoThrottle()
+        self._failed_login_floor_s = failed_login_floor_s
 
-    async def login(self, user_id: str, password: str) -> str:
-        """A fresh token for the user, replacing any earlier one."""
+    @property
+    def login_auth(self) -> bool:
+        return self._login_auth
+
+    async def login(self, user_id: str, password: str, source: str = "") -> str:
+        """A fresh token for the user, replacing any earlier one (whose sockets are then closed).
+
+        ``source`` is the client's address, for the per-address throttle.
+        """
+        self._throttle.check(user_id, source)
+        started = time.monotonic()
         if not await self._authenticator.authenticate(user_id, password):
+            self._throttle.failed(user_id, source)
+            await asyncio.sleep(max(0.0, started + self._failed_login_floor_s - time.monotonic()))
             raise AuthenticationFailed(f"login refused for user {user_id}")
         token = new_token()
         await self._tokens.issue(user_id, token, self._token_ttl)
+        await self._announce(user_id)
         return token
+
+    async def logout(self, user_id: str, token: str) -> None:
+        """End the login ``token`` of the user; every socket opened with it is closed."""
+        await self._tokens.revoke(user_id, token)
+        await self._announce(user_id)
 
     async def check(self, user_id: str, token: str) -> bool:
         """True when ``token`` is the user's token; each success renews its TTL."""
-        if not user_id or not token:
+        if not is_valid_id(user_id) or not token or len(token) > TOKEN_MAX_LENGTH:
             return False
         return await self._tokens.check_and_renew(user_id, token, self._token_ttl)
 
-    async def authorize_socket(self, user_id: str, token: str) -> None:
-        """The WebSocket rule: with ``login_auth`` the token must match, else anything goes."""
-        if self._login_auth and not await self.check(user_id, token):
+    async def authorize_socket(self, user_id: str, token: str) -> float | None:
+        """The WebSocket rule: with ``login_auth`` the token must match, else anything goes.
+
+        Returns the seconds the checked token lives, or ``None`` when no token was checked.
+        """
+        if not self._login_auth:
+            return None
+        if not await self.check(user_id, token):
             raise AuthenticationFailed(f"invalid token for user {user_id}")
+        return float(self._token_ttl)
+
+    async def remaining(self, user_id: str, token: str) -> float | None:
+        """Seconds ``token`` still lives, or ``None`` when it is no longer the user's token."""
+        return await self._tokens.remaining(user_id, token)
+
+    async def _announce(self, user_id: str) -> None:
+        if self._broker is None:
+            return
+        try:
+            await self._broker.notify(SessionsChanged(user_id))
+        except StorageUnavailable as exc:
+            # The token itself changed; sockets opened with the old one find out at their next check.
+            logger.warning("could not tell the nodes that user %s's token changed: %s", user_id, exc)

@@ -8,10 +8,13 @@ from fastim.domain.errors import (
     AuthenticationFailed,
     DomainError,
     InvalidArgument,
+    JoinRefused,
     MessageNotFound,
     NotAMember,
     RecallWindowExpired,
     StorageUnavailable,
+    TooManyGroups,
+    TooManyRequests,
 )
 
 # Codes and texts fixed by fast-im's ResultUtil and its README.
@@ -26,6 +29,7 @@ MSG_RECALL_TOO_LATE = "无法撤回消息"
 # Our own additions, in the same envelope.
 CODE_BAD_REQUEST = 400
 CODE_FORBIDDEN = 403
+CODE_TOO_MANY_REQUESTS = 429
 CODE_INTERNAL = 500
 CODE_UNAVAILABLE = 503
 MSG_LOGIN_REFUSED = "用户名或密码错误"
@@ -47,6 +51,12 @@ def answer_for(error: DomainError) -> Answer:
         return Answer(200, CODE_FAILED, MSG_LOGIN_REFUSED)
     if isinstance(error, NotAMember):
         return Answer(403, CODE_FORBIDDEN, "not a member of this group; join it first")
+    if isinstance(error, JoinRefused):
+        return Answer(403, CODE_FORBIDDEN, "not allowed to join this group")
+    if isinstance(error, TooManyGroups):
+        return Answer(200, CODE_FAILED, str(error))
+    if isinstance(error, TooManyRequests):
+        return Answer(429, CODE_TOO_MANY_REQUESTS, str(error))
     if isinstance(error, InvalidArgument):
         return Answer(400, CODE_BAD_REQUEST, str(error))
     if isinstance(error, StorageUnavailable):

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 # 250 ms at which a live room starts to feel laggy, and beyond for outages.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable")
+REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable", "not_accepted")
 
 
 class _Reconnects(Collector):
@@ -57,6 +57,22 @@ class Metrics:
             "fastim_slow_consumer_disconnects", "Sockets closed (1008) because their unsent backlog grew too large",
             registry=r,
         )
+        self.keepalive_timeouts = Counter(
+            "fastim_keepalive_timeouts", "Sockets cut because they did not answer a ping within [im] ping_timeout",
+            registry=r,
+        )
+        self.refused_connections = Counter(
+            "fastim_refused_connections",
+            "Connections refused with 503 at accept: the node (max_connections) or the address (max_connections_per_ip) was full",
+            ["limit"], registry=r,
+        )
+        self.sessions_ended = Counter(
+            "fastim_sessions_ended", "Sockets closed (4440) because their login token ended", registry=r
+        )
+        self.login_throttled = Counter(
+            "fastim_login_throttled", "Logins answered 429: too many failed attempts from the address or for the user",
+            registry=r,
+        )
         self.storage_errors = Counter(
             "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
         )
@@ -66,6 +82,8 @@ class Metrics:
             self.open_sockets.labels(kind)
         for reason in REJECT_REASONS:
             self.rejected_frames.labels(reason)
+        for limit in ("node", "address"):
+            self.refused_connections.labels(limit)
         r.register(_Reconnects(lambda: getattr(broker, "reconnects", 0)))  # the memory broker never reconnects
 
     def exposition(self) -> bytes:

@@ -98,3 +98,38 @@ async def test_the_last_unsubscribe_releases_the_group(backend):
             return number == 0
 
         await wait_for(released)
+
+
+@pytest.mark.gen_test
+async def test_many_groups_are_subscribed_and_released_in_one_call_each_way(backend):
+    broker = backend.new_broker()
+    inbox = Inbox()
+    groups = [f"m{i}" for i in range(300)]
+    await broker.subscribe_many(groups, inbox)
+    assert broker.subscribed_groups >= set(groups)
+    await wait_subscribed(backend, "m299")
+    await backend.new_broker().publish(Message("m150", "1", "one of many", T0))
+    await wait_for(lambda: inbox.events)
+    assert inbox.events == [("m150", Message("m150", "1", "one of many", T0))]
+    await broker.unsubscribe_many(groups[:200], inbox)
+    assert broker.subscribed_groups & set(groups) == set(groups[200:])
+
+
+@pytest.mark.gen_test
+async def test_a_notice_reaches_every_node_that_watches_notices(backend):
+    from fastim.domain.model import SessionsChanged
+
+    node_a, node_b = backend.new_broker(), backend.new_broker()
+    heard_a, heard_b = [], []
+    await node_a.watch_notices(heard_a.append)
+    await node_b.watch_notices(heard_b.append)
+    if backend.raw is not None:
+
+        async def both_listening():
+            [(_, number)] = await backend.raw.pubsub_numsub("fastim:notices")
+            return number == 2
+
+        await wait_for(both_listening)
+    await node_b.notify(SessionsChanged("u1"))
+    await wait_for(lambda: heard_a and heard_b)
+    assert heard_a == heard_b == [SessionsChanged("u1")]

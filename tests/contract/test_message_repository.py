@@ -7,6 +7,8 @@ import pytest
 from fastim.domain.model import GroupSummary, Message
 
 T0 = 1_648_368_380_132
+LIMIT = 1000  # the most messages a range returns, in the tests that are not about it
+WINDOW = 200  # how far an anchor is searched, in the tests that are not about it
 
 
 def msg(user: str, ts: int, info: str = "hi", group: str = "1") -> Message:
@@ -103,47 +105,47 @@ async def test_the_list_expires_ttl_after_its_last_message(backend):
 )
 async def test_range_has_lrange_semantics(backend, start, end, expected):
     messages = await fill(backend, 5)
-    assert await backend.messages.range("1", start, end) == [messages[i] for i in expected]
+    assert await backend.messages.range("1", start, end, LIMIT) == [messages[i] for i in expected]
 
 
 @pytest.mark.gen_test
 async def test_range_of_an_unknown_group_is_empty(backend):
-    assert await backend.messages.range("nope", 0, -1) == []
+    assert await backend.messages.range("nope", 0, -1, LIMIT) == []
 
 
 @pytest.mark.gen_test
 async def test_before_returns_exactly_count_messages_oldest_first(backend):
     messages = await fill(backend, 10)
     anchor = messages[7]
-    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 4) == messages[3:7]
+    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 4, WINDOW) == messages[3:7]
 
 
 @pytest.mark.gen_test
 async def test_before_the_first_message_is_empty(backend):
     messages = await fill(backend, 5)
     first = messages[0]
-    assert await backend.messages.before("1", first.user_id, first.ts, 4) == []
+    assert await backend.messages.before("1", first.user_id, first.ts, 4, WINDOW) == []
 
 
 @pytest.mark.gen_test
 async def test_before_returns_fewer_when_fewer_exist(backend):
     messages = await fill(backend, 5)
     anchor = messages[2]
-    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 10) == messages[:2]
+    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 10, WINDOW) == messages[:2]
 
 
 @pytest.mark.gen_test
 async def test_before_with_count_zero_is_empty(backend):
     messages = await fill(backend, 5)
-    assert await backend.messages.before("1", messages[3].user_id, messages[3].ts, 0) == []
+    assert await backend.messages.before("1", messages[3].user_id, messages[3].ts, 0, WINDOW) == []
 
 
 @pytest.mark.gen_test
 async def test_before_an_unknown_anchor_is_none(backend):
     messages = await fill(backend, 5)
-    assert await backend.messages.before("1", "nobody", messages[3].ts, 2) is None
-    assert await backend.messages.before("1", messages[3].user_id, T0 - 1, 2) is None
-    assert await backend.messages.before("nope", "1", T0, 2) is None
+    assert await backend.messages.before("1", "nobody", messages[3].ts, 2, WINDOW) is None
+    assert await backend.messages.before("1", messages[3].user_id, T0 - 1, 2, WINDOW) is None
+    assert await backend.messages.before("nope", "1", T0, 2, WINDOW) is None
 
 
 @pytest.mark.gen_test
@@ -151,8 +153,8 @@ async def test_before_matches_the_author_not_only_the_time(backend):
     await backend.messages.append(msg("1", T0, "a"), 600)
     await backend.messages.append(msg("2", T0 + 5, "b"), 600)
     await backend.messages.append(msg("3", T0 + 5, "c"), 600)
-    assert [m.info for m in await backend.messages.before("1", "2", T0 + 5, 5)] == ["a"]
-    assert [m.info for m in await backend.messages.before("1", "3", T0 + 5, 5)] == ["a", "b"]
+    assert [m.info for m in await backend.messages.before("1", "2", T0 + 5, 5, WINDOW)] == ["a"]
+    assert [m.info for m in await backend.messages.before("1", "3", T0 + 5, 5, WINDOW)] == ["a", "b"]
 
 
 @pytest.mark.gen_test
@@ -160,23 +162,23 @@ async def test_before_ignores_the_time_appearing_inside_other_text(backend):
     await backend.messages.append(msg("1", T0, "a"), 600)
     await backend.messages.append(msg("2", T0 + 1, f"quoting {T0 + 9}"), 600)
     await backend.messages.append(msg("2", T0 + 9, "anchor"), 600)
-    assert [m.info for m in await backend.messages.before("1", "2", T0 + 9, 5)] == ["a", f"quoting {T0 + 9}"]
+    assert [m.info for m in await backend.messages.before("1", "2", T0 + 9, 5, WINDOW)] == ["a", f"quoting {T0 + 9}"]
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_before_finds_an_anchor_deep_in_a_long_list(backend):
     messages = await fill(backend, 700)
     anchor = messages[130]
-    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 100) == messages[30:130]
+    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 100, WINDOW) == messages[30:130]
     newest = messages[-1]
-    assert await backend.messages.before("1", newest.user_id, newest.ts, 3) == messages[-4:-1]
+    assert await backend.messages.before("1", newest.user_id, newest.ts, 3, WINDOW) == messages[-4:-1]
 
 
 @pytest.mark.gen_test
 async def test_remove_takes_out_exactly_that_message(backend):
     messages = await fill(backend, 5)
     target = messages[2]
-    assert await backend.messages.remove("1", target.user_id, target.ts) == target
+    assert await backend.messages.remove("1", target.user_id, target.ts, WINDOW) == target
     page = await backend.messages.newest("1", 10)
     assert page.messages == messages[:2] + messages[3:] and page.total == 4
 
@@ -184,8 +186,8 @@ async def test_remove_takes_out_exactly_that_message(backend):
 @pytest.mark.gen_test
 async def test_remove_of_an_unknown_message_is_none_and_keeps_the_list(backend):
     messages = await fill(backend, 3)
-    assert await backend.messages.remove("1", "nobody", messages[1].ts) is None
-    assert await backend.messages.remove("nope", "1", T0) is None
+    assert await backend.messages.remove("1", "nobody", messages[1].ts, WINDOW) is None
+    assert await backend.messages.remove("nope", "1", T0, WINDOW) is None
     assert (await backend.messages.newest("1", 10)).messages == messages
 
 
@@ -193,7 +195,7 @@ async def test_remove_of_an_unknown_message_is_none_and_keeps_the_list(backend):
 async def test_remove_of_a_same_millisecond_duplicate_takes_the_newest(backend):
     await backend.messages.append(msg("1", T0, "first"), 600)
     await backend.messages.append(msg("1", T0, "second"), 600)
-    removed = await backend.messages.remove("1", "1", T0)
+    removed = await backend.messages.remove("1", "1", T0, WINDOW)
     assert removed.info == "second"
     assert [m.info for m in (await backend.messages.newest("1", 10)).messages] == ["first"]
 
@@ -201,7 +203,7 @@ async def test_remove_of_a_same_millisecond_duplicate_takes_the_newest(backend):
 @pytest.mark.gen_test
 async def test_remove_of_the_last_message_empties_the_group(backend):
     await backend.messages.append(msg("1", T0), 600)
-    await backend.messages.remove("1", "1", T0)
+    await backend.messages.remove("1", "1", T0, WINDOW)
     assert await backend.messages.summaries(["1"]) == [GroupSummary("1", None, 0)]
 
 
@@ -216,3 +218,49 @@ async def test_summaries_give_newest_and_total_in_the_given_order(backend):
         GroupSummary("empty", None, 0),
         GroupSummary("g1", msg("2", T0 + 1, "b", group="g1"), 2),
     ]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "start,end,limit,expected",
+    [(0, -1, 3, [0, 1, 2]), (-4, -1, 2, [6, 7]), (2, 100, 1, [2]), (-100, 100, 4, [0, 1, 2, 3]), (8, 9, 5, [8, 9])],
+)
+async def test_range_returns_at_most_limit_messages_from_its_start(backend, start, end, limit, expected):
+    messages = await fill(backend, 10)
+    assert await backend.messages.range("1", start, end, limit) == [messages[i] for i in expected]
+
+
+async def fill_fast(backend, count: int, group: str = "1") -> list[Message]:
+    """``count`` messages a millisecond apart, written in bulk where the backend allows."""
+    messages = [msg(str(i % 3), T0 + i, f"m{i}", group) for i in range(count)]
+    if backend.raw is not None:
+        from fastim.domain.codec import encode_message
+
+        await backend.raw.rpush(f"gml:{group}", *(encode_message(m) for m in messages))
+    else:
+        for message in messages:
+            await backend.messages.append(message, 600)
+    return messages
+
+
+@pytest.mark.gen_test
+async def test_an_anchor_older_than_the_window_is_found_where_its_time_places_it(backend):
+    messages = await fill_fast(backend, 3000)
+    anchor = messages[700]
+    assert await backend.messages.before("1", anchor.user_id, anchor.ts, 3, 50) == messages[697:700]
+    removed = await backend.messages.remove("1", anchor.user_id, anchor.ts, 50)
+    assert removed == anchor
+    assert (await backend.messages.newest("1", 0)).total == 2999
+    assert await backend.messages.range("1", 699, 700, 10) == [messages[699], messages[701]]
+
+
+@pytest.mark.gen_test
+async def test_the_search_is_bounded_a_message_far_out_of_time_order_is_not_found(backend):
+    messages = await fill_fast(backend, 1000)
+    stray = msg("9", T0 + 5, "out of order")  # stamped near the start, stored at the end of a long list
+    await backend.messages.append(stray, 600)
+    await backend.messages.append(msg("1", T0 + 5000, "newest"), 600)
+    for _ in range(60):
+        await backend.messages.append(msg("2", T0 + 6000, "filler"), 600)
+    assert await backend.messages.before("1", stray.user_id, stray.ts, 1, 50) is None
+    assert await backend.messages.before("1", stray.user_id, stray.ts, 1, 100) == [messages[-1]]

@@ -1,5 +1,7 @@
 """Contract of TokenRepository, run against every backend."""
 
+import math
+
 import pytest
 
 TOKEN = "8f2c1eb2099049eab5cad6a78a1f8285"
@@ -45,3 +47,24 @@ async def test_a_failed_check_does_not_renew(backend):
     assert not await backend.tokens.check_and_renew("1", OTHER, 100)
     await backend.elapse(0.6)
     assert not await backend.tokens.check_and_renew("1", TOKEN, 1)
+
+
+@pytest.mark.gen_test
+async def test_remaining_is_the_time_left_of_the_users_current_token_only(backend):
+    await backend.tokens.issue("1", TOKEN, 600)
+    left = await backend.tokens.remaining("1", TOKEN)
+    assert 590 < left <= 600
+    assert await backend.tokens.remaining("1", OTHER) is None
+    assert await backend.tokens.remaining("2", TOKEN) is None
+    await backend.tokens.issue("2", TOKEN, 0)  # no expiry
+    assert await backend.tokens.remaining("2", TOKEN) == math.inf
+
+
+@pytest.mark.gen_test
+async def test_revoke_deletes_only_the_token_it_names(backend):
+    await backend.tokens.issue("1", TOKEN, 600)
+    assert not await backend.tokens.revoke("1", OTHER)
+    assert await backend.tokens.check_and_renew("1", TOKEN, 600)
+    assert await backend.tokens.revoke("1", TOKEN)
+    assert not await backend.tokens.check_and_renew("1", TOKEN, 600)
+    assert await backend.tokens.remaining("1", TOKEN) is None

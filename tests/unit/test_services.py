@@ -19,6 +19,7 @@ from fastim.domain.model import Message, Recall
 from fastim.domain.sessions import Sessions
 from fastim.infrastructure.auth import AcceptAnyPassword
 from fastim.infrastructure.clock import ManualClock
+from fastim.infrastructure.join_policy import AllowAnyJoin
 from fastim.infrastructure.memory.broker import MemoryBroker
 from fastim.infrastructure.memory.repositories import (
     MemoryMembershipRepository,
@@ -126,7 +127,7 @@ async def test_before_refuses_a_negative_count(repository, broker, clock):
 @pytest.mark.gen_test
 async def test_enter_joins_with_auto_join(clock):
     memberships = MemoryMembershipRepository()
-    groups = Groups(memberships, MemoryMessageRepository(clock), auto_join=True)
+    groups = Groups(memberships, MemoryMessageRepository(clock), AllowAnyJoin(), auto_join=True)
     await groups.enter("u", "g")
     assert await groups.groups_of("u") == ["g"]
 
@@ -134,7 +135,7 @@ async def test_enter_joins_with_auto_join(clock):
 @pytest.mark.gen_test
 async def test_enter_without_auto_join_requires_membership(clock):
     memberships = MemoryMembershipRepository()
-    groups = Groups(memberships, MemoryMessageRepository(clock), auto_join=False)
+    groups = Groups(memberships, MemoryMessageRepository(clock), AllowAnyJoin(), auto_join=False)
     with pytest.raises(NotAMember):
         await groups.enter("u", "g")
     await groups.join("u", "g")
@@ -144,7 +145,7 @@ async def test_enter_without_auto_join_requires_membership(clock):
 @pytest.mark.gen_test
 async def test_summaries_cover_every_joined_group(repository, broker, clock):
     memberships = MemoryMembershipRepository()
-    groups = Groups(memberships, repository, auto_join=True)
+    groups = Groups(memberships, repository, AllowAnyJoin(), auto_join=True)
     messages = make_messages(repository, broker, clock)
     await groups.join("u", "a")
     await groups.join("u", "b")

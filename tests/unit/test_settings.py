@@ -20,6 +20,12 @@ DEFAULTS = {
         "open_paths": ("/user/login", "/test/websocket", "/healthz", "/readyz", "/metrics", "/openapi.json"),
         "log_format": "text",
         "log_level": "info",
+        "protected_mode": True,
+        "max_connections": 0,
+        "max_connections_per_ip": 0,
+        "header_timeout": 10.0,
+        "body_timeout": 30.0,
+        "max_body_bytes": 65536,
     },
     "storage": {"backend": "memory", "redis_url": "redis://127.0.0.1:6379/3"},
     "im": {
@@ -36,7 +42,12 @@ DEFAULTS = {
         "history_max": 0,
         "max_pending_bytes": 1048576,
         "coalescing_window_ms": 15,
+        "ping_interval": 25.0,
+        "ping_timeout": 20.0,
+        "history_page_max": 200,
+        "max_groups_per_user": 1000,
     },
+    "auth": {"login_failures_per_ip": 30, "login_failures_per_user": 10, "login_failure_window": 300.0},
 }
 
 
@@ -74,7 +85,7 @@ def test_defaults_without_any_file():
 
 def test_as_dict_is_plain_nested_dict_for_the_container():
     data = load().as_dict()
-    assert set(data) == {"server", "storage", "im"}
+    assert set(data) == {"server", "storage", "im", "auth"}
     assert data["im"]["list_num"] == 50
     assert data["storage"]["backend"] == "memory"
 
@@ -207,6 +218,19 @@ def test_choices_are_case_insensitive():
         ("im", "max_pending_bytes", "0", "greater than or equal to 1"),
         ("im", "coalescing_window_ms", "-1", "greater than or equal to 0 and less than or equal to 1000"),
         ("im", "coalescing_window_ms", "1001", "less than or equal to 1000"),
+        ("server", "protected_mode", "perhaps", "Not a valid boolean."),
+        ("server", "max_connections", "-1", "greater than or equal to 0"),
+        ("server", "max_connections_per_ip", "x", "Not a valid integer."),
+        ("server", "header_timeout", "0", "Must be greater than 0."),
+        ("server", "body_timeout", "inf", "not permitted"),
+        ("server", "max_body_bytes", "0", "greater than or equal to 1"),
+        ("im", "ping_interval", "0.5", "greater than or equal to 1"),
+        ("im", "ping_timeout", "86401", "less than or equal to 86400"),
+        ("im", "history_page_max", "0", "greater than or equal to 1"),
+        ("im", "max_groups_per_user", "-1", "greater than or equal to 0"),
+        ("auth", "login_failures_per_ip", "-1", "greater than or equal to 0"),
+        ("auth", "login_failures_per_user", "ten", "Not a valid integer."),
+        ("auth", "login_failure_window", "0", "Must be greater than 0."),
     ],
 )
 def test_bad_environment_value(section, key, value, reason):

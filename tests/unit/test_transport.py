@@ -10,7 +10,7 @@ import pytest
 
 from fastim.interfaces.ws import transport as transport_module
 from fastim.interfaces.ws.frames import text_frame
-from fastim.interfaces.ws.transport import CLOSED, Transport
+from fastim.interfaces.ws.transport import CLOSED, Transport, TransportLimits
 from tests import raw_ws
 from tests.raw_ws import BINARY, CONTINUATION, PING, PONG, TEXT, Peer, client_frame
 
@@ -58,8 +58,8 @@ def pair():
     server.close()
 
 
-def start(server, unread=b"", max_unsent=1 << 20):
-    transport = Transport(server, max_unsent=max_unsent, max_message=MAX_MESSAGE, unread=unread)
+def start(server, unread=b"", max_unsent=1 << 20, **limits):
+    transport = Transport(server, TransportLimits(max_unsent, MAX_MESSAGE, **limits), unread=unread)
     recorder = Recorder()
     transport.start(recorder)
     return transport, recorder
@@ -182,14 +182,16 @@ async def test_the_peers_close_is_echoed_then_the_connection_ends_once(pair):
 
 
 @pytest.mark.gen_test
-async def test_our_close_waits_for_the_answer_and_data_meanwhile_is_dropped(pair):
+async def test_after_our_close_nothing_is_parsed_and_the_socket_goes_at_the_peers_eof(pair):
     server, client = pair
     transport, recorder = start(server)
     peer = Peer(client)
     transport.close(4440, "login required")
     transport.write(text_frame(b"too late"))
     await peer.send(raw_ws.text("also too late"))
-    assert await peer.closed() == (4440, "login required")
+    assert await peer.closed() == (4440, "login required")  # our close frame, then our FIN
+    assert transport.state != CLOSED  # nothing after our close is parsed: the socket goes at the peer's EOF
+    peer.close()
     await until(lambda: recorder.closed == 1)
     assert recorder.texts == []
 

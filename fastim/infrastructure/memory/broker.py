@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Iterable
 
-from fastim.domain.model import Event
-from fastim.domain.ports import EventListener, ResumeListener
+from fastim.domain.model import Event, Notice
+from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 
 logger = logging.getLogger(__name__)
 
@@ -14,6 +15,7 @@ logger = logging.getLogger(__name__)
 class MemoryBroker:
     def __init__(self) -> None:
         self._listeners: dict[str, list[EventListener]] = {}
+        self._notice_listeners: list[NoticeListener] = []
 
     @property
     def subscribed_groups(self) -> frozenset[str]:
@@ -39,8 +41,29 @@ class MemoryBroker:
         if not listeners:
             del self._listeners[group_id]
 
+    async def subscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        for group_id in group_ids:
+            await self.subscribe(group_id, listener)
+
+    async def unsubscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        for group_id in group_ids:
+            await self.unsubscribe(group_id, listener)
+
+    async def notify(self, notice: Notice) -> None:
+        for listener in tuple(self._notice_listeners):
+            try:
+                result = listener(notice)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("a notice listener failed")
+
+    async def watch_notices(self, listener: NoticeListener) -> None:
+        self._notice_listeners.append(listener)
+
     def on_resume(self, listener: ResumeListener) -> None:
         """In-process delivery is never interrupted, so there is nothing to resume."""
 
     async def close(self) -> None:
         self._listeners.clear()
+        self._notice_listeners.clear()

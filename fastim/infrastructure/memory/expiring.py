@@ -38,6 +38,10 @@ class ExpiringDict(Generic[V]):
         else:
             self._deadlines[key] = self._clock.now_ms() + ttl_seconds * 1000
 
+    def deadline_ms(self, key: str) -> int | None:
+        """When ``key`` expires (clock milliseconds), or ``None`` when it does not."""
+        return self._deadlines.get(key)
+
     def delete(self, key: str) -> None:
         self._drop(key)
 

@@ -6,15 +6,16 @@ import asyncio
 import inspect
 import logging
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from fastim.domain.codec import InvalidPayload, decode_event, encode_event
-from fastim.domain.model import Event
-from fastim.domain.ports import EventListener, ResumeListener
+from fastim.domain.codec import InvalidPayload, decode_event, decode_notice, encode_event, encode_notice
+from fastim.domain.model import Event, Notice
+from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.redis import keys
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
@@ -36,11 +37,13 @@ class RedisBroker:
     """Publishes on the normal client; receives on one dedicated pub/sub connection.
 
     The connection subscribes to ``mq:{g}`` only while ``g`` has listeners on
-    this node. A reader task, started with the first subscription, decodes each
-    payload once and calls every listener of the group. It survives a bad
-    payload, a failing listener and the loss of Redis: it reconnects with
-    capped exponential backoff and subscribes again to every group that still
-    has listeners.
+    this node, and to the notices channel once someone watches notices. A
+    reader task, started with the first subscription, decodes each payload
+    once and calls every listener of the group. It survives a bad payload, a
+    failing listener and the loss of Redis: it reconnects with capped
+    exponential backoff and subscribes again to every group that still has
+    listeners. Subscription changes cost O(changed groups): only channels
+    marked dirty since the last look are compared.
     """
 
     def __init__(
@@ -58,8 +61,10 @@ class RedisBroker:
         self._backoff_initial = backoff_initial_seconds
         self._backoff_cap = backoff_cap_seconds
         self._listeners: dict[str, list[EventListener]] = {}
+        self._notice_listeners: list[NoticeListener] = []
         self._pubsub: PubSub | None = None
-        self._subscribed: set[str] = set()  # groups SUBSCRIBEd on the current connection
+        self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
+        self._dirty: set[str] = set()  # channels whose listeners changed since the connection last looked
         self._lock = asyncio.Lock()  # one actor at a time changes the connection's subscriptions
         self._wakeup = asyncio.Event()  # set when the reader may have something to read
         self._reader: asyncio.Task[None] | None = None
@@ -73,7 +78,7 @@ class RedisBroker:
     @property
     def subscribed_groups(self) -> frozenset[str]:
         """The groups whose channel is subscribed on Redis right now."""
-        return frozenset(self._subscribed)
+        return _groups_of(self._subscribed)
 
     @property
     def reconnects(self) -> int:
@@ -89,26 +94,59 @@ class RedisBroker:
             await self._batcher.execute("PUBLISH", channel, encode_event(event))
 
     async def subscribe(self, group_id: str, listener: EventListener) -> None:
-        """Register ``listener``; it stays registered even when Redis cannot be told now.
+        await self.subscribe_many((group_id,), listener)
+
+    async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
+        await self.unsubscribe_many((group_id,), listener)
+
+    async def subscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        """Register ``listener`` on each group; it stays registered even when Redis cannot be told now.
 
         Registering first means a failed SUBSCRIBE loses nothing: the reader
         subscribes every group with listeners once Redis answers again.
         """
         if self._closed:
             raise RuntimeError("the broker is closed")
-        self._listeners.setdefault(group_id, []).append(listener)
+        for group_id in group_ids:
+            self._listeners.setdefault(group_id, []).append(listener)
+            self._dirty.add(keys.channel(group_id))
+        await self._changed()
+
+    async def unsubscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
+        changed = False
+        for group_id in group_ids:
+            listeners = self._listeners.get(group_id)
+            if listeners is None or listener not in listeners:
+                continue
+            listeners.remove(listener)
+            if not listeners:
+                del self._listeners[group_id]
+                self._dirty.add(keys.channel(group_id))
+                changed = True
+        if changed:
+            await self._sync_for_caller()
+
+    async def notify(self, notice: Notice) -> None:
+        with storage_errors(f"publish to {keys.NOTICES_CHANNEL}"):
+            await self._batcher.execute("PUBLISH", keys.NOTICES_CHANNEL, encode_notice(notice))
+
+    async def watch_notices(self, listener: NoticeListener) -> None:
+        if self._closed:
+            raise RuntimeError("the broker is closed")
+        self._notice_listeners.append(listener)
+        self._dirty.add(keys.NOTICES_CHANNEL)
+        await self._changed()
+
+    async def _changed(self) -> None:
         self._start_reader()
         self._wakeup.set()
         await self._sync_for_caller()
 
-    async def unsubscribe(self, group_id: str, listener: EventListener) -> None:
-        listeners = self._listeners.get(group_id)
-        if listeners is None or listener not in listeners:
-            return
-        listeners.remove(listener)
-        if not listeners:
-            del self._listeners[group_id]
-        await self._sync_for_caller()
+    def _wants(self, channel: str) -> bool:
+        if channel == keys.NOTICES_CHANNEL:
+            return bool(self._notice_listeners)
+        group_id = keys.group_of_channel(channel)
+        return group_id is not None and group_id in self._listeners
 
     async def close(self) -> None:
         """Stop the reader and close the pub/sub connection; the client stays open. Idempotent."""
@@ -139,22 +177,29 @@ class RedisBroker:
             self._broken = True
 
     async def _sync(self) -> None:
-        """Make the connection's subscriptions match the groups that have listeners."""
+        """Make the connection's subscriptions match the listeners, for the channels marked dirty."""
         async with self._lock:
             if self._closed:
                 return
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
                 self._subscribed = set()
-            wanted = set(self._listeners)
-            added = sorted(wanted - self._subscribed)
-            removed = sorted(self._subscribed - wanted)
-            if added:
-                await self._pubsub.subscribe(*(keys.channel(g) for g in added))
-                self._subscribed.update(added)
-            if removed:
-                await self._pubsub.unsubscribe(*(keys.channel(g) for g in removed))
-                self._subscribed.difference_update(removed)
+                self._dirty = {keys.channel(g) for g in self._listeners}
+                if self._notice_listeners:
+                    self._dirty.add(keys.NOTICES_CHANNEL)
+            dirty, self._dirty = self._dirty, set()
+            try:
+                added = sorted(c for c in dirty if c not in self._subscribed and self._wants(c))
+                removed = sorted(c for c in dirty if c in self._subscribed and not self._wants(c))
+                if added:
+                    await self._pubsub.subscribe(*added)
+                    self._subscribed.update(added)
+                if removed:
+                    await self._pubsub.unsubscribe(*removed)
+                    self._subscribed.difference_update(removed)
+            except BaseException:
+                self._dirty |= dirty  # looked at again on the next try
+                raise
 
     async def _drop_connection(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -186,25 +231,26 @@ class RedisBroker:
                 await asyncio.sleep(self._backoff_seconds())
 
     async def _read_once(self) -> None:
-        if not self._listeners:
+        if not self._listeners and not self._notice_listeners:
             # Nothing subscribed, nothing to read: sleep until a subscribe.
             self._wakeup.clear()
             await self._wakeup.wait()
             return
         if self._broken:
             raise RedisConnectionError("a SUBSCRIBE or UNSUBSCRIBE failed")
-        if self._pubsub is None or self._subscribed != self._listeners.keys():
-            await self._sync()
+        if self._pubsub is None or self._dirty or self._lock.locked():
+            await self._sync()  # under the lock: a caller's SUBSCRIBE in flight is waited for
             if self._down:
+                groups = _groups_of(self._subscribed)
                 logger.info(
                     "redis pub/sub reconnected after %d failed attempts; %d groups subscribed",
                     self._failures,
-                    len(self._subscribed),
+                    len(groups),
                 )
                 self._down = False
                 self._failures = 0
                 self._reconnects += 1
-                await self._resumed(frozenset(self._subscribed))
+                await self._resumed(groups)
         pubsub = self._pubsub
         if pubsub is None:
             return
@@ -226,6 +272,9 @@ class RedisBroker:
         if message.get("type") != "message":
             return
         channel = message.get("channel")
+        if channel == keys.NOTICES_CHANNEL:
+            await self._deliver_notice(message.get("data", ""))
+            return
         group_id = keys.group_of_channel(channel) if channel is not None else None
         if group_id is None:
             return
@@ -248,8 +297,26 @@ class RedisBroker:
             except Exception:
                 logger.exception("a listener of group %s failed", group_id)
 
+    async def _deliver_notice(self, payload: str) -> None:
+        try:
+            notice = decode_notice(payload)
+        except InvalidPayload as exc:
+            logger.warning("dropping an invalid payload on %s: %s", keys.NOTICES_CHANNEL, exc)
+            return
+        for listener in tuple(self._notice_listeners):
+            try:
+                result = listener(notice)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("a notice listener failed")
+
     def _backoff_seconds(self) -> float:
         doublings = min(self._failures - 1, _BACKOFF_MAX_DOUBLINGS)
         ceiling = min(self._backoff_cap, self._backoff_initial * 2**doublings)
         # Equal jitter: nodes that lost Redis together do not all return at once.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _groups_of(channels: Iterable[str]) -> frozenset[str]:
+    return frozenset(g for g in map(keys.group_of_channel, channels) if g is not None)

@@ -7,6 +7,8 @@ TOKEN_PREFIX = "login:"
 MESSAGES_PREFIX = "gml:"
 MEMBERSHIP_PREFIX = "ugs:"
 CHANNEL_PREFIX = "mq:"
+# Our own addition: node-to-node notices (a user's token changed). No fast-im key has this name.
+NOTICES_CHANNEL = "fastim:notices"
 
 
 def token(user_id: str) -> str:

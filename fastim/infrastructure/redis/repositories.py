@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable
 
 import redis.asyncio as redis
 
 from fastim.domain.codec import InvalidPayload, decode_message, encode_message
-from fastim.domain.model import GroupSummary, Message, Page
+from fastim.domain.model import GroupSummary, Joined, Message, Page
 from fastim.infrastructure.redis import keys, scripts
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
@@ -23,7 +24,12 @@ _APPEND = LuaScript(scripts.APPEND)
 _NEWEST = LuaScript(scripts.NEWEST)
 _BEFORE = LuaScript(scripts.BEFORE)
 _REMOVE = LuaScript(scripts.REMOVE)
+_RANGE = LuaScript(scripts.RANGE)
+_JOIN = LuaScript(scripts.JOIN)
 _CHECK_AND_RENEW_TOKEN = LuaScript(scripts.CHECK_AND_RENEW_TOKEN)
+_TOKEN_REMAINING = LuaScript(scripts.TOKEN_REMAINING)
+_REVOKE_TOKEN = LuaScript(scripts.REVOKE_TOKEN)
+_JOINED = {1: Joined.ADDED, 0: Joined.ALREADY, -1: Joined.FULL}
 
 
 class RedisMessageRepository:
@@ -52,24 +58,24 @@ class RedisMessageRepository:
             items, total = await self._batcher.run(_NEWEST, [key], [count])
         return Page(messages=_decode_all(key, items), total=int(total))
 
-    async def range(self, group_id: str, start: int, end: int) -> list[Message]:
+    async def range(self, group_id: str, start: int, end: int, limit: int) -> list[Message]:
         key = keys.messages(group_id)
         with storage_errors(f"read a range of {key}"):
-            items = await self._batcher.execute("LRANGE", key, start, end)
+            items = await self._batcher.run(_RANGE, [key], [start, end, max(limit, 0)])
         return _decode_all(key, items)
 
-    async def before(self, group_id: str, user_id: str, ts: int, count: int) -> list[Message] | None:
+    async def before(self, group_id: str, user_id: str, ts: int, count: int, window: int) -> list[Message] | None:
         key = keys.messages(group_id)
         with storage_errors(f"read the messages before an anchor in {key}"):
-            items = await self._batcher.run(_BEFORE, [key], [user_id, str(ts), max(count, 0)])
+            items = await self._batcher.run(_BEFORE, [key], [user_id, str(ts), max(count, 0), max(window, 1)])
         if items is None:
             return None
         return _decode_all(key, items)
 
-    async def remove(self, group_id: str, user_id: str, ts: int) -> Message | None:
+    async def remove(self, group_id: str, user_id: str, ts: int, window: int) -> Message | None:
         key = keys.messages(group_id)
         with storage_errors(f"remove a message from {key}"):
-            item = await self._batcher.run(_REMOVE, [key], [user_id, str(ts)])
+            item = await self._batcher.run(_REMOVE, [key], [user_id, str(ts), max(window, 1)])
         if item is None:
             return None
         try:
@@ -106,10 +112,21 @@ class RedisMembershipRepository:
     def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
         self._batcher = batcher or CommandBatcher(client)
 
-    async def join(self, user_id: str, group_id: str) -> None:
+    async def join(self, user_id: str, group_id: str, max_groups: int = 0) -> Joined:
         key = keys.memberships(user_id)
         with storage_errors(f"add a group to {key}"):
-            await self._batcher.execute("SADD", key, group_id)
+            outcome = await self._batcher.run(_JOIN, [key], [group_id, max(max_groups, 0)])
+        return _JOINED[int(outcome)]
+
+    async def leave(self, user_id: str, group_id: str) -> bool:
+        key = keys.memberships(user_id)
+        with storage_errors(f"remove a group from {key}"):
+            return bool(await self._batcher.execute("SREM", key, group_id))
+
+    async def count(self, user_id: str) -> int:
+        key = keys.memberships(user_id)
+        with storage_errors(f"count {key}"):
+            return int(await self._batcher.execute("SCARD", key))
 
     async def groups_of(self, user_id: str) -> list[str]:
         key = keys.memberships(user_id)
@@ -142,6 +159,21 @@ class RedisTokenRepository:
         with storage_errors(f"check the token {key}"):
             renewed = await self._batcher.run(_CHECK_AND_RENEW_TOKEN, [key], [token, ttl_seconds])
         return renewed == 1
+
+    async def remaining(self, user_id: str, token: str) -> float | None:
+        key = keys.token(user_id)
+        with storage_errors(f"read the token {key}"):
+            milliseconds = int(await self._batcher.run(_TOKEN_REMAINING, [key], [token]))
+        if milliseconds == -1:
+            return math.inf  # stored without a TTL
+        if milliseconds < 0:
+            return None  # another token, or none
+        return milliseconds / 1000
+
+    async def revoke(self, user_id: str, token: str) -> bool:
+        key = keys.token(user_id)
+        with storage_errors(f"delete the token {key}"):
+            return int(await self._batcher.run(_REVOKE_TOKEN, [key], [token])) == 1
 
 
 class RedisStorage:

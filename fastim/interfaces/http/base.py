@@ -11,7 +11,7 @@ from typing import Any
 import tornado.web
 from marshmallow import Schema, ValidationError
 
-from fastim.domain.errors import DomainError, StorageUnavailable
+from fastim.domain.errors import DomainError, StorageUnavailable, TooManyRequests
 from fastim.interfaces.errors import (
     CODE_BAD_REQUEST,
     CODE_INTERNAL,
@@ -21,6 +21,7 @@ from fastim.interfaces.errors import (
     MSG_OK,
     answer_for,
 )
+from fastim.interfaces.http.access_log import request_summary
 from fastim.interfaces.http.gate import AuthGate, CorsPolicy
 from fastim.interfaces.http.schemas import Envelope, ErrorEnvelope
 from fastim.interfaces.metrics import Metrics
@@ -115,8 +116,11 @@ class ApiHandler(tornado.web.RequestHandler):
     def given(self) -> set[str]:
         return set(self.request.arguments)
 
-    def reply(self, code: int, msg: str, data: Any = None, *, schema: type[Schema] | None = None) -> None:
-        body = (schema or self.envelope)().dump({"code": code, "msg": msg, "data": data})
+    def reply(
+        self, code: int, msg: str, data: Any = None, *, schema: type[Schema] | None = None, **extra: Any
+    ) -> None:
+        """Finish with the envelope; ``extra`` keys (our own additions) follow fast-im's three."""
+        body = (schema or self.envelope)().dump({"code": code, "msg": msg, "data": data, **extra})
         self.finish(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
     def ok(self, data: Any = None, msg: str = MSG_OK) -> None:
@@ -132,6 +136,8 @@ class ApiHandler(tornado.web.RequestHandler):
             self.reply(CODE_BAD_REQUEST, describe(error), schema=ErrorEnvelope)
         elif isinstance(error, DomainError):
             answer = answer_for(error)
+            if isinstance(error, TooManyRequests):
+                self.set_header("Retry-After", str(max(1, round(error.retry_after))))
             self.set_status(answer.status)
             self.reply(answer.code, answer.msg, schema=ErrorEnvelope)
         elif isinstance(error, tornado.web.HTTPError) or error is None:
@@ -145,21 +151,20 @@ class ApiHandler(tornado.web.RequestHandler):
                 schema=ErrorEnvelope,
             )
 
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
+
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, StorageUnavailable):
             self.http.metrics.storage_errors.inc()
-            logger.warning("request %s %s: %s", self.request.path, self.request_id, value)
+            logger.warning("request %s %s: %s", self._request_summary(), self.request_id, value)
         elif isinstance(value, (ValidationError, DomainError, LoginRequired)):
             return  # an expected answer, not a fault of the node
         elif isinstance(value, tornado.web.HTTPError):
             super().log_exception(typ, value, tb)
         else:
             logger.error(
-                "request %s %s failed (request id %s)",
-                self.request.method,
-                self.request.path,
-                self.request_id,
-                exc_info=(typ, value, tb),
+                "request %s failed (request id %s)", self._request_summary(), self.request_id, exc_info=(typ, value, tb)
             )
 
 

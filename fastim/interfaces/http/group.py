@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastim.domain.codec import encode_message
+from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
-from fastim.domain.model import Message
-from fastim.interfaces.errors import MSG_RECALLED
+from fastim.domain.model import History, Message
+from fastim.interfaces.errors import CODE_OK, MSG_OK, MSG_RECALLED
 from fastim.interfaces.http.base import ApiHandler, HttpContext
 from fastim.interfaces.http.schemas import (
     DelMessageForm,
@@ -22,16 +23,25 @@ def as_strings(messages: list[Message] | None) -> list[str] | None:
 
 
 class MessagesHandler(ApiHandler):
+    """History: the caller must be allowed into the group, and one answer holds ``history_page_max`` at most."""
+
     envelope = MessageListEnvelope
 
-    def initialize(self, http: HttpContext, messages: Messages) -> None:
+    def initialize(self, http: HttpContext, messages: Messages, groups: Groups) -> None:
         super().initialize(http)
         self.messages = messages
+        self.groups = groups
 
     async def history(self) -> None:
         form = self.form(ListOldMessageForm)
-        found = await self.messages.before(form["groupId"], form["userId"], form["ts"], form["count"])
-        self.ok(as_strings(found))
+        await self.groups.require_access(self.caller, form["groupId"])
+        self.answer(await self.messages.before(form["groupId"], form["userId"], form["ts"], form["count"]))
+
+    def answer(self, history: History) -> None:
+        if history.clipped:
+            self.reply(CODE_OK, MSG_OK, as_strings(history.messages), clipped=True, limit=self.messages.page_max)
+        else:
+            self.ok(as_strings(history.messages))
 
 
 class ListMessageHandler(MessagesHandler):
@@ -44,7 +54,8 @@ class ListMessageHandler(MessagesHandler):
             await self.history()
             return
         form = self.form(RangeForm)
-        self.ok(as_strings(await self.messages.range(form["groupId"], form["startPage"], form["endPage"])))
+        await self.groups.require_access(self.caller, form["groupId"])
+        self.answer(await self.messages.range(form["groupId"], form["startPage"], form["endPage"]))
 
 
 class ListOldMessageHandler(MessagesHandler):

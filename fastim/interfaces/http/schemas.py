@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-ID_MAX_LENGTH = 128  # generous for numeric and UUID ids, small enough to keep keys and frames bounded
-ID_PATTERN = r"^[^\s/]+$"  # ids become Redis keys and WebSocket path segments
+from fastim.domain.ids import ID_MAX_LENGTH, ID_PATTERN, is_valid_id
 
 
 def _required(name: str) -> dict[str, str]:
     return {"required": f"{name} is required", "null": f"{name} is required"}
+
+
+class _WholeId(validate.Validator):
+    """The whole value is an id (fullmatch): a trailing newline or a NUL does not slip through."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def __call__(self, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValidationError(self.error)
+        return value
 
 
 def identifier(name: str, **kwargs) -> fields.String:
@@ -17,10 +28,10 @@ def identifier(name: str, **kwargs) -> fields.String:
         required=True,
         validate=[
             validate.Length(min=1, max=ID_MAX_LENGTH, error=f"{name} must be 1 to {ID_MAX_LENGTH} characters"),
-            validate.Regexp(ID_PATTERN, error=f"{name} must not contain spaces or '/'"),
+            _WholeId(f"{name} must not contain spaces, control characters or '/'"),
         ],
         error_messages={**_required(name), "invalid": f"{name} must be text"},
-        metadata={"description": f"{name} (a string id)", "example": "1"},
+        metadata={"description": f"{name} (a string id)", "example": "1", "pattern": ID_PATTERN},
         **kwargs,
     )
 
@@ -50,6 +61,10 @@ class LoginForm(FormSchema):
 
 
 class JoinGroupForm(FormSchema):
+    groupId = identifier("groupId")
+
+
+class LeaveGroupForm(FormSchema):
     groupId = identifier("groupId")
 
 
@@ -91,6 +106,12 @@ class MessageListEnvelope(Envelope):
         fields.String(metadata={"description": "one message as a JSON string"}),
         allow_none=True,
         metadata={"description": "messages oldest first; null when the anchor message does not exist"},
+    )
+    clipped = fields.Boolean(
+        metadata={"description": "present (true) when more messages were asked for than one answer holds"}
+    )
+    limit = fields.Integer(
+        metadata={"description": "with clipped: the most messages one answer holds ([im] history_page_max)"}
     )
 
 

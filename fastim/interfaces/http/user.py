@@ -1,12 +1,13 @@
-"""``/user/*``: login, joining a group, listing one's groups."""
+"""``/user/*``: login and logout, joining and leaving a group, listing one's groups."""
 
 from __future__ import annotations
 
+from fastim.domain.errors import TooManyRequests
 from fastim.domain.groups import Groups
 from fastim.domain.sessions import Sessions
 from fastim.interfaces.errors import CODE_OK
 from fastim.interfaces.http.base import ApiHandler, HttpContext
-from fastim.interfaces.http.schemas import GroupListEnvelope, JoinGroupForm, LoginEnvelope, LoginForm
+from fastim.interfaces.http.schemas import GroupListEnvelope, JoinGroupForm, LeaveGroupForm, LoginEnvelope, LoginForm
 
 LOGIN_DATA = "user_info"  # fast-im's placeholder for the user's profile
 
@@ -23,12 +24,28 @@ class LoginHandler(ApiHandler):
 
     async def post(self) -> None:
         form = self.form(LoginForm)
-        token = await self.sessions.login(form["userId"], form["password"])
+        try:
+            token = await self.sessions.login(form["userId"], form["password"], source=self.request.remote_ip)
+        except TooManyRequests:
+            self.http.metrics.login_throttled.inc()
+            raise
         self.reply(CODE_OK, token, LOGIN_DATA)
 
 
+class LogoutHandler(ApiHandler):
+    """End the caller's login: the token stops working and every socket opened with it is closed (4440)."""
+
+    def initialize(self, http: HttpContext, sessions: Sessions) -> None:
+        super().initialize(http)
+        self.sessions = sessions
+
+    async def post(self) -> None:
+        await self.sessions.logout(self.caller, self.request.headers.get("token", ""))
+        self.ok()
+
+
 class JoinGroupHandler(ApiHandler):
-    """Join a group (idempotent)."""
+    """Join a group (idempotent); the node's join policy and ``max_groups_per_user`` apply."""
 
     form_schema = JoinGroupForm
 
@@ -39,6 +56,21 @@ class JoinGroupHandler(ApiHandler):
     async def post(self) -> None:
         form = self.form(JoinGroupForm)
         await self.groups.join(self.caller, form["groupId"])
+        self.ok()
+
+
+class LeaveGroupHandler(ApiHandler):
+    """Leave a group (idempotent): it leaves the caller's group list."""
+
+    form_schema = LeaveGroupForm
+
+    def initialize(self, http: HttpContext, groups: Groups) -> None:
+        super().initialize(http)
+        self.groups = groups
+
+    async def post(self) -> None:
+        form = self.form(LeaveGroupForm)
+        await self.groups.leave(self.caller, form["groupId"])
         self.ok()
 
 

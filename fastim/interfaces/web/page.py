@@ -39,11 +39,16 @@ def _secure(handler: tornado.web.RequestHandler) -> None:
         handler.set_header(name, value)
 
 
+# Marks the page while logins are open; the style sheet then shows the warning banner.
+OPEN_LOGINS_BODY = b'<body data-logins="open">'
+
+
 class PageHandler(tornado.web.RequestHandler):
     """``GET /test/websocket``: the page itself. Not an API handler, so the auth gate never applies."""
 
-    def initialize(self, page: Path) -> None:
+    def initialize(self, page: Path, logins_open: bool) -> None:
         self.page = page
+        self.logins_open = logins_open
 
     def set_default_headers(self) -> None:
         _secure(self)
@@ -51,7 +56,10 @@ class PageHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(self.page.read_bytes())
+        html = self.page.read_bytes()
+        if self.logins_open:
+            html = html.replace(b"<body>", OPEN_LOGINS_BODY, 1)
+        self.finish(html)
 
 
 class AssetHandler(tornado.web.StaticFileHandler):
@@ -72,8 +80,9 @@ class AssetHandler(tornado.web.StaticFileHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
 
-def web_routes() -> list[tuple]:
+def web_routes(logins_open: bool) -> list[tuple]:
+    """The page's routes; ``logins_open`` shows a warning banner on it (anyone can act as any user)."""
     return [
-        (r"/test/websocket", PageHandler, {"page": STATIC_DIR / PAGE_FILE}),
+        (r"/test/websocket", PageHandler, {"page": STATIC_DIR / PAGE_FILE, "logins_open": logins_open}),
         (r"/test/static/(.+)", AssetHandler, {"path": str(STATIC_DIR)}),
     ]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from fastim.domain.errors import AuthenticationFailed
+from fastim.domain.ids import is_valid_id
 from fastim.domain.sessions import Sessions
-from fastim.interfaces.http.schemas import ID_MAX_LENGTH
 from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.connections import Connections
 from fastim.interfaces.ws.frames import (
@@ -21,11 +20,10 @@ from fastim.interfaces.ws.frames import (
     error_frame,
     text_frame,
 )
+from fastim.interfaces.ws.session_watch import SessionWatch
 from fastim.interfaces.ws.transport import Transport
 
 logger = logging.getLogger(__name__)
-
-_ID = re.compile(rf"^[^\s/]{{1,{ID_MAX_LENGTH}}}$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,7 @@ class SocketContext:
     sessions: Sessions
     connections: Connections
     metrics: Metrics
+    session_watch: SessionWatch
 
 
 class Socket:
@@ -44,7 +43,7 @@ class Socket:
     costs in memory is what the node's capacity is.
     """
 
-    __slots__ = ("context", "transport", "write_frames", "closed")
+    __slots__ = ("context", "transport", "write_frames", "closed", "login")
     kind = "socket"  # "chat" or "list": the label of the open-sockets gauge
 
     def __init__(self, context: SocketContext, transport: Transport) -> None:
@@ -53,6 +52,7 @@ class Socket:
         # What every delivery calls: the transport's own write, with no call in between.
         self.write_frames = transport.write
         self.closed = False
+        self.login: tuple[str, str] | None = None  # (userId, token) checked at open, under login_auth
         context.connections.add(self.kind, self)
         transport.start(self)
 
@@ -68,6 +68,8 @@ class Socket:
     def on_closed(self) -> None:
         self.closed = True
         self.context.connections.discard(self.kind, self)
+        if self.login is not None:
+            self.context.session_watch.discard(self, *self.login)
 
     # -- what we do ----------------------------------------------------------------------
 
@@ -86,7 +88,7 @@ class Socket:
     def valid_ids(self, **ids: str) -> bool:
         """Ids from the path must look like ids; otherwise the socket is closed with a reason."""
         for name, value in ids.items():
-            if not _ID.match(value):
+            if not is_valid_id(value):
                 self.close(CLOSE_BAD_PATH, f"invalid {name}")
                 return False
         return True
@@ -94,12 +96,22 @@ class Socket:
     async def admitted(self, user_id: str, token: str) -> bool:
         """fast-im's rule: with login_auth a bad token gets the text 440, then the socket closes."""
         try:
-            await self.context.sessions.authorize_socket(user_id, token)
+            lives_s = await self.context.sessions.authorize_socket(user_id, token)
         except AuthenticationFailed:
             self.send(LOGIN_REQUIRED_FRAME)
             self.close(CLOSE_LOGIN_REQUIRED, "login required")
             return False
+        if lives_s is not None and not self.closed:
+            self.login = (user_id, token)  # before the await, so on_closed can undo it
+            await self.context.session_watch.add(self, user_id, token, lives_s)
         return True
+
+    def end_login(self) -> None:
+        """The token this socket was opened with ended (logout, a new login, expiry): 440, then close 4440."""
+        self.login = None
+        self.context.metrics.sessions_ended.inc()
+        self.send(LOGIN_REQUIRED_FRAME)
+        self.close(CLOSE_LOGIN_REQUIRED, "login ended; log in again")
 
     def unavailable_at_open(self) -> None:
         """Redis did not answer while the socket opened: say so, and ask the client to come back."""

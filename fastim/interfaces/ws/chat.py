@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from fastim.domain.errors import NotAMember, StorageUnavailable
+from fastim.domain.errors import JoinRefused, NotAMember, StorageUnavailable, TooManyGroups
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event, Message
@@ -82,6 +82,12 @@ class ChatSocket(Socket):
             page = await self.chat.messages.latest(group_id)
         except NotAMember:
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
+            return
+        except JoinRefused:
+            self.close(frames.CLOSE_NOT_A_MEMBER, "not allowed to join this group")
+            return
+        except TooManyGroups as exc:
+            self.close(frames.CLOSE_NOT_A_MEMBER, str(exc))
             return
         except StorageUnavailable:
             self.unavailable_at_open()

@@ -28,6 +28,10 @@ class Connections:
             sockets.discard(socket)
             self._metrics.open_sockets.labels(kind).dec()
 
+    def snapshot(self) -> list[Closable]:
+        """Every open socket, as a list that stays the same while sockets come and go."""
+        return [socket for sockets in self._sockets.values() for socket in sockets]
+
     def count(self, kind: str | None = None) -> int:
         if kind is not None:
             return len(self._sockets[kind])
@@ -35,7 +39,7 @@ class Connections:
 
     def close_all(self, code: int, reason: str) -> int:
         """Close every socket (e.g. 1001 on shutdown, so clients reconnect elsewhere); how many."""
-        closing = [socket for sockets in self._sockets.values() for socket in sockets]
+        closing = self.snapshot()
         for socket in closing:
             socket.close(code, reason)
         return len(closing)

@@ -100,24 +100,32 @@ class GroupListSocket(Socket):
         await self.show(summaries)
 
     async def show(self, summaries: list[GroupSummary]) -> None:
-        """Watch every group listed, then send the list."""
+        """Watch every group listed (and no other), then send the list."""
         await self.watch({summary.group_id for summary in summaries})
         self.send(frames.group_list(summaries))
 
     async def refresh_memberships(self) -> None:
-        """Pick up groups joined elsewhere (another node, another program) since the last look."""
+        """Pick up groups joined or left elsewhere (another node, another program) since the last look.
+
+        One O(1) count per look; the groups themselves are read again only when it changed.
+        """
         if self.closed:
             return
-        groups = set(await self.lists.groups.groups_of(self.user_id))
-        if groups - self.watched:
+        if await self.lists.groups.count_of(self.user_id) != len(self.watched):
             self.changed()
 
     async def watch(self, group_ids: set[str]) -> None:
-        for group_id in group_ids - self.watched:
-            if self.closed:
-                return
-            self.watched.add(group_id)  # before the await, so on_close can undo it
-            await self.lists.hub.join(group_id, self)
+        """Follow exactly ``group_ids``: the Hub hears only of the groups that changed, in one call each way."""
+        if self.closed:
+            return
+        left = self.watched - group_ids
+        if left:
+            self.watched -= left
+            self.lists.hub.leave_many(left, self)
+        joined = group_ids - self.watched
+        if joined:
+            self.watched |= joined  # before the await, so on_closed can undo it
+            await self.lists.hub.join_many(joined, self)
 
     def on_text(self, text: str) -> None:
         self.refuse_frame()
@@ -135,12 +143,11 @@ class GroupListSocket(Socket):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        for group_id in self.watched:
-            self.lists.hub.leave(group_id, self)
-        self.watched.clear()
+        watched, self.watched = self.watched, set()
+        self.lists.hub.leave_many(watched, self)
 
 
-MEMBERSHIP_REFRESH_S = 2.0  # "a group joined later shows within a few seconds", at one SMEMBERS per socket per 2 s
+MEMBERSHIP_REFRESH_S = 2.0  # "a group joined later shows within a few seconds", at one SCARD per socket per 2 s
 
 
 class MembershipRefresher:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from fastim.domain.codec import encode_event
@@ -109,15 +109,21 @@ class Hub:
         and brokers count listeners, so a quick leave-and-rejoin cannot lose
         the subscription whatever order the two calls complete in.
         """
-        room = self._rooms.get(group_id)
-        first = room is None
-        if first:
-            room = self._rooms[group_id] = set()
-            self._since[group_id] = self._clock.now_ms()
-        room.add(member)
-        self._others.setdefault(group_id, set()).add(member)
-        if first:
-            await self._broker.subscribe(group_id, self._on_event)
+        await self.join_many((group_id,), member)
+
+    async def join_many(self, group_ids: Iterable[str], member: Member) -> None:
+        """:meth:`join` each group; the groups new to the node are subscribed in one round trip."""
+        new = []
+        for group_id in group_ids:
+            room = self._rooms.get(group_id)
+            if room is None:
+                room = self._rooms[group_id] = set()
+                self._since[group_id] = self._clock.now_ms()
+                new.append(group_id)
+            room.add(member)
+            self._others.setdefault(group_id, set()).add(member)
+        if new:
+            await self._broker.subscribe_many(new, self._on_event)
 
     def go_live(self, group_id: str, writer: Writer) -> None:
         """From now on ``writer`` gets each batch's bytes through ``write_frames`` instead of ``deliver``."""
@@ -128,23 +134,34 @@ class Hub:
 
     def leave(self, group_id: str, member: Member) -> None:
         """Remove ``member``; the group's last member unsubscribes the node (in the background)."""
+        self.leave_many((group_id,), member)
+
+    def leave_many(self, group_ids: Iterable[str], member: Member) -> None:
+        """:meth:`leave` each group; the groups the node no longer needs are unsubscribed in one round trip."""
+        emptied = [group_id for group_id in group_ids if self._remove(group_id, member)]
+        if emptied:
+            self._spawn(self._broker.unsubscribe_many(emptied, self._on_event))
+
+    def _remove(self, group_id: str, member: Member) -> bool:
+        """Take ``member`` out of the group; whether that emptied the room."""
         room = self._rooms.get(group_id)
         if room is None or member not in room:
-            return
+            return False
         room.discard(member)
         for part in (self._writers.get(group_id), self._others.get(group_id)):
             if part is not None:
                 part.discard(member)  # type: ignore[arg-type]
-        if not room:
-            del self._rooms[group_id]
-            self._writers.pop(group_id, None)
-            self._others.pop(group_id, None)
-            self._outbox.pop(group_id, None)  # nobody left to write to; a new room starts afresh
-            self._since.pop(group_id, None)
-            self._next_flush.pop(group_id, None)
-            self._seen.pop(group_id, None)
-            self._caught_up.pop(group_id, None)
-            self._spawn(self._broker.unsubscribe(group_id, self._on_event))
+        if room:
+            return False
+        del self._rooms[group_id]
+        self._writers.pop(group_id, None)
+        self._others.pop(group_id, None)
+        self._outbox.pop(group_id, None)  # nobody left to write to; a new room starts afresh
+        self._since.pop(group_id, None)
+        self._next_flush.pop(group_id, None)
+        self._seen.pop(group_id, None)
+        self._caught_up.pop(group_id, None)
+        return True
 
     async def close(self) -> None:
         """Wait for pending unsubscribes; the broker itself is closed by the container."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import tornado.iostream
 import tornado.ioloop
+import tornado.web
 import tornado.websocket
 
+from fastim.interfaces.acceptor import detach_slot
+from fastim.interfaces.http.access_log import request_summary
 from fastim.interfaces.http.gate import CorsPolicy
 from fastim.interfaces.ws.frames import CLOSE_INTERNAL_ERROR
-from fastim.interfaces.ws.transport import Transport
+from fastim.interfaces.ws.transport import Transport, TransportLimits
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +33,9 @@ MIN_FRAME_LIMIT_BYTES = 64 * 1024
 FRAME_LIMIT_FACTOR = 4
 
 
-@dataclass(frozen=True)
-class TransportLimits:
-    max_unsent_bytes: int  # [im] max_pending_bytes: past it a socket is closed (1008)
-    max_message_bytes: int  # the largest message a transport assembles; larger ones close (1009)
-
-    @classmethod
-    def from_settings(cls, max_pending_bytes: int, max_message_bytes: int) -> "TransportLimits":
-        return cls(max_pending_bytes, max(MIN_FRAME_LIMIT_BYTES, FRAME_LIMIT_FACTOR * max_message_bytes))
+def transport_limits(max_pending_bytes: int, max_message_bytes: int) -> TransportLimits:
+    """The limits of every socket of a node, from ``[im] max_pending_bytes`` and ``max_message_bytes``."""
+    return TransportLimits(max_pending_bytes, max(MIN_FRAME_LIMIT_BYTES, FRAME_LIMIT_FACTOR * max_message_bytes))
 
 
 class OpenSocket(Protocol):
@@ -86,8 +83,17 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
         try:
             await self.socket_factory(transport).open(*path_args)
         except Exception:
-            logger.exception("opening a socket on %s failed", self.request.path)
+            logger.exception("opening a socket failed: %s", self._request_summary())
             transport.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def _request_summary(self) -> str:
+        return request_summary(self.request)  # the path's token is redacted
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)  # one line, through _request_summary
+        else:  # never Tornado's default, which prints the request with its headers
+            logger.error("handshake failed: %s", self._request_summary(), exc_info=(typ, value, tb))
 
 
 async def take_over(stream: tornado.iostream.IOStream, limits: TransportLimits) -> Transport:
@@ -106,4 +112,4 @@ async def take_over(stream: tornado.iostream.IOStream, limits: TransportLimits) 
     tornado.ioloop.IOLoop.current().remove_handler(sock.fileno())
     stream._state = None
     stream._closed = True
-    return Transport(sock, max_unsent=limits.max_unsent_bytes, max_message=limits.max_message_bytes, unread=unread)
+    return Transport(sock, limits, unread=unread, on_release=detach_slot(stream))
