@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -64,6 +65,53 @@ class JsonFormatter(logging.Formatter):
 
 FORMATTERS = {"text": TextFormatter, "json": JsonFormatter}
 
+# Loggers whose warnings a client can cause one connection at a time (a malformed request, a socket
+# that stops reading): their lines are cut short and rationed, so that what a client makes the
+# node write stays bounded. Errors (bugs of ours) always pass.
+CLIENT_DRIVEN_LOGGERS = ("tornado.general", "fastim.interfaces.ws.")
+CLIENT_LINES_PER_INTERVAL = 50
+CLIENT_LINES_INTERVAL_S = 10.0
+CLIENT_LINE_MAX_CHARS = 500
+
+
+class ClientDrivenLines(logging.Filter):
+    """At most ``per_interval`` such lines per interval pass; the next one that passes says how many did not."""
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = CLIENT_DRIVEN_LOGGERS,
+        per_interval: int = CLIENT_LINES_PER_INTERVAL,
+        interval_s: float = CLIENT_LINES_INTERVAL_S,
+        max_chars: int = CLIENT_LINE_MAX_CHARS,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._per_interval = per_interval
+        self._interval_s = interval_s
+        self._max_chars = max_chars
+        self._window_start = float("-inf")
+        self._passed = 0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or not record.name.startswith(self._prefixes):
+            return True
+        now = time.monotonic()
+        if now - self._window_start >= self._interval_s:
+            self._window_start, self._passed = now, 0
+        if self._passed >= self._per_interval:
+            self._dropped += 1
+            return False
+        self._passed += 1
+        message = record.getMessage()
+        if len(message) > self._max_chars:
+            message = message[: self._max_chars] + "..."
+        if self._dropped:
+            message += f" ({self._dropped} more such lines were not logged)"
+            self._dropped = 0
+        record.msg, record.args = message, None
+        return True
+
 
 def configure_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
     """Send every logger, Tornado's access log included, to one handler on ``stream`` (stderr).
@@ -76,6 +124,7 @@ def configure_logging(fmt: str, level: str, stream: TextIO | None = None) -> Non
         raise ValueError(f"unknown log level {level!r}; expected one of {sorted(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(FORMATTERS[fmt]())
+    handler.addFilter(ClientDrivenLines())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -66,16 +67,26 @@ class ServeProcess:
         environ: Mapping[str, str] | None = None,
         port: int | None = None,
         args: Sequence[str] = (),
+        script: Path | None = None,
+        open_files: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.name = name
         self.port = port or free_port()
-        self.argv = [sys.executable, "-m", "fastim", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--backend", backend]
-        if redis_url is not None:
-            self.argv += ["--redis-url", redis_url]
-        self.argv += list(args)  # more flags of `fastim serve`, e.g. ["--workers", "2"]
         self.environ = child_environ(environ)
+        if script is None:
+            self.argv = [sys.executable, "-m", "fastim", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                         "--backend", backend]
+            if redis_url is not None:
+                self.argv += ["--redis-url", redis_url]
+        else:  # a program that serves like `fastim serve` (examples/), configured by the environment
+            self.argv = [sys.executable, str(script)]
+            self.environ.update({"FASTIM_SERVER_HOST": "127.0.0.1", "FASTIM_SERVER_PORT": str(self.port),
+                                 "FASTIM_STORAGE_BACKEND": backend})
+            if redis_url is not None:
+                self.environ["FASTIM_STORAGE_REDIS_URL"] = redis_url
+        self.argv += list(args)  # more flags of `fastim serve`, e.g. ["--workers", "2"]
+        self.open_files = open_files  # RLIMIT_NOFILE of the node (soft and hard), as `prlimit --nofile=N` sets it
         self.stderr_path = self.workdir / f"{name}-{self.port}-stderr.log"
         self.process: subprocess.Popen | None = None
         self._stderr_file = None
@@ -107,8 +118,14 @@ class ServeProcess:
         """Launch the process without waiting; see :meth:`wait_until_serving`."""
         assert self.process is None, f"{self.name} already started"
         self._stderr_file = open(self.stderr_path, "ab")
+        limit = self.open_files
+
+        def limit_open_files() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.process = subprocess.Popen(
-            self.argv, cwd=self.workdir, env=self.environ, stdout=subprocess.DEVNULL, stderr=self._stderr_file
+            self.argv, cwd=self.workdir, env=self.environ, stdout=subprocess.DEVNULL, stderr=self._stderr_file,
+            preexec_fn=limit_open_files if limit is not None else None,
         )
         return self
 

@@ -8,13 +8,15 @@ import os
 import socket
 import struct
 
+from tornado.util import _websocket_mask
+
 FRAME_TIMEOUT_S = 5.0
 MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0,
-                 length: int | None = None) -> bytes:
+                 length: int | None = None, mask: bytes = MASK) -> bytes:
     """A frame as a client sends it (masked unless told otherwise); ``length`` may lie about the payload."""
     size = len(payload) if length is None else length
     first = (0x80 if fin else 0) | rsv | opcode
@@ -27,8 +29,7 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool 
         header = struct.pack("!BBQ", first, mask_bit | 127, size)
     if not masked:
         return header + payload
-    body = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return header + MASK + body
+    return header + mask + (_websocket_mask(mask, payload) if payload else b"")
 
 
 def text(value: str, **options) -> bytes:

@@ -265,3 +265,122 @@ async def test_a_reader_that_stops_fills_the_bound_then_gets_everything_queued_i
         opcode, payload = await peer.frame()
         assert payload[:6] == f"{i:06d}".encode()
     assert transport.unsent_bytes == 0
+
+
+@pytest.mark.gen_test
+async def test_text_split_at_every_offset_across_reads_and_fragments_is_reassembled_exactly(pair):
+    server, client = pair
+    _, recorder = start(server)
+    peer = Peer(client)
+    text = "héllo wörld, 世界 😀 " * 40  # characters of 1 to 4 bytes, cut anywhere by the reads
+    data = text.encode()
+    frames = client_frame(TEXT, data[:301], fin=False) + client_frame(CONTINUATION, data[301:], fin=True)
+    frames += raw_ws.text(text)
+    for at in range(0, len(frames), 7):  # 7 bytes a read: every mask phase, every cut through a character
+        await peer.send(frames[at:at + 7])
+        await asyncio.sleep(0)
+    await until(lambda: len(recorder.texts) == 2)
+    assert recorder.texts == [text, text]
+
+
+@pytest.mark.gen_test
+async def test_invalid_utf8_closes_1007_at_the_first_bad_byte_before_the_frame_is_complete(pair):
+    server, client = pair
+    transport, recorder = start(server)
+    peer = Peer(client)
+    frame = client_frame(TEXT, b"valid so far \xff" + b"x" * 5000)
+    await peer.send(frame[:40])  # the bad byte has arrived, the rest of the frame has not
+    assert (await peer.closed(answer=False))[0] == 1007
+    peer.close()
+    await until(lambda: recorder.closed == 1)
+
+
+@pytest.mark.gen_test
+async def test_invalid_utf8_in_a_later_fragment_closes_1007_before_the_message_ends(pair):
+    server, client = pair
+    _, recorder = start(server)
+    peer = Peer(client)
+    await peer.send(client_frame(TEXT, "κόσμε".encode(), fin=False) + client_frame(CONTINUATION, b"\xed\xa0\x80", fin=False))
+    assert (await peer.closed(answer=False))[0] == 1007
+    peer.close()
+    assert recorder.texts == []
+
+
+@pytest.mark.gen_test
+async def test_a_message_in_more_fragments_than_the_cap_closes_1008(pair):
+    server, client = pair
+    _, recorder = start(server, max_fragments=4)
+    peer = Peer(client)
+    ok = client_frame(TEXT, b"a", fin=False) + client_frame(CONTINUATION, b"b", fin=False) * 2
+    ok += client_frame(CONTINUATION, b"c", fin=True)
+    await peer.send(ok)
+    await until(lambda: recorder.texts == ["abbc"])
+    await peer.send(client_frame(TEXT, b"a", fin=False) + client_frame(CONTINUATION, b"b", fin=False) * 3)
+    assert await peer.closed(answer=False) == (1008, "message in more than 4 fragments")
+    peer.close()
+
+
+@pytest.mark.gen_test
+async def test_the_running_size_of_fragments_is_checked_at_each_header(pair):
+    server, client = pair
+    _, recorder = start(server)
+    peer = Peer(client)
+    await peer.send(client_frame(TEXT, b"a" * 40_000, fin=False))
+    # announces 40,000 more bytes: refused from the header, before any of them is sent
+    await peer.send(client_frame(CONTINUATION, b"", length=40_000)[:8])
+    assert (await peer.closed(answer=False))[0] == 1009
+    peer.close()
+
+
+@pytest.mark.gen_test
+async def test_control_frames_past_the_rate_close_1008(pair):
+    server, client = pair
+    _, recorder = start(server, control_frames_per_s=10.0, control_frame_burst=5)
+    peer = Peer(client)
+    await peer.send(client_frame(PING, b"1") * 5)
+    for _ in range(5):
+        assert (await peer.frame())[0] == PONG
+    await peer.send(client_frame(PONG, b"") * 3)
+    assert (await peer.closed(answer=False))[0] == 1008
+    peer.close()
+
+
+@pytest.mark.gen_test
+async def test_a_reserved_control_opcode_closes_1002(pair):
+    server, client = pair
+    _, recorder = start(server)
+    peer = Peer(client)
+    await peer.send(raw_ws.text("first") + client_frame(0xB, b""))
+    assert (await peer.closed(answer=False))[0] == 1002
+    assert recorder.texts == ["first"]
+    peer.close()
+
+
+@pytest.mark.gen_test
+async def test_pongs_to_a_peer_that_does_not_read_count_toward_the_unsent_bound(pair):
+    server, client = pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    _, recorder = start(server, max_unsent=10_000, control_frames_per_s=1e9, control_frame_burst=10**9)
+    peer = Peer(client)
+    for _ in range(100):
+        await peer.send(client_frame(PING, b"p" * 125) * 10)
+        await asyncio.sleep(0)
+        if recorder.backlog_full:
+            break
+    assert recorder.backlog_full >= 1
+
+
+@pytest.mark.gen_test
+async def test_keepalive_ping_goes_out_once_until_the_peer_sends_anything(pair):
+    server, client = pair
+    transport, recorder = start(server)
+    peer = Peer(client)
+    transport.ping()
+    transport.ping()  # still unanswered: not sent again
+    assert await peer.frame() == (PING, b"")
+    assert transport.ping_at > 0
+    await peer.send(client_frame(PONG, b""))
+    await until(lambda: transport.ping_at == 0)
+    with pytest.raises(asyncio.TimeoutError):
+        await peer.frame(timeout=0.1)

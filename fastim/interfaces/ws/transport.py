@@ -114,6 +114,16 @@ class _Assembly:
         return "".join(self.parts) if self.opcode == OP_TEXT else b"".join(self.parts)
 
 
+def _unmasked(buf: bytes | bytearray, head: int, start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of ``buf``, within the payload of the frame whose mask is at ``buf[head:head + 4]``."""
+    mask = bytes(buf[head:head + 4])
+    shift = (start - head - 4) % 4
+    if shift:
+        mask = mask[shift:] + mask[:shift]
+    data = buf[start:stop] if type(buf) is bytes else bytes(memoryview(buf)[start:stop])
+    return unmask(mask, data)  # the C speedup takes bytes only
+
+
 class Transport:
     """A server-side WebSocket on a non-blocking socket.
 
@@ -373,6 +383,8 @@ class Transport:
                 length, head = int.from_bytes(buf[at + 2:at + 10]), at + 10
             assembly = self._assembly
             if opcode & 0x8:
+                if opcode > OP_PONG:
+                    return self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
                 if length > 125 or not first & FIN:
                     return self._fail(CLOSE_PROTOCOL_ERROR, "control frames are short and unfragmented")
             elif opcode == OP_CONTINUATION:
@@ -394,19 +406,17 @@ class Transport:
                 if opcode == OP_TEXT or (assembly is not None and assembly.decoder is not None and not opcode & 0x8):
                     self._check_partial(buf, head, size)  # fail at the first bad byte, not at the frame's end
                 break
-            if not length:
-                payload = b""
-            elif type(buf) is bytes:
-                payload = unmask(buf[head:head + 4], buf[head + 4:end])
-            else:  # the C speedup takes bytes only
-                payload = unmask(bytes(buf[head:head + 4]), bytes(memoryview(buf)[head + 4:end]))
             at = end
+            if assembly is not None and assembly.checked:  # text whose start was decoded as it came
+                self._piece(opcode, first & FIN, _unmasked(buf, head, head + 4 + assembly.checked, end), length)
+                continue
+            payload = _unmasked(buf, head, head + 4, end) if length else b""
             if opcode & 0x8:
                 self._control(opcode, payload)
             elif assembly is None and first & FIN and opcode != OP_CONTINUATION:
                 self._message(opcode, payload)  # the common case: a whole message in one frame
             else:
-                self._piece(opcode, first & FIN, payload)
+                self._piece(opcode, first & FIN, payload, length)
         if self.state != OPEN:
             self._inbox = None
         elif at == size:
@@ -425,17 +435,18 @@ class Transport:
         start = head + 4 + assembly.checked
         if size <= start:
             return
-        shift = assembly.checked % 4
-        mask = bytes(buf[head:head + 4])
-        data = unmask(mask[shift:] + mask[:shift], bytes(memoryview(buf)[start:size]))
+        data = _unmasked(buf, head, start, size)
         assembly.checked += len(data)
         try:
             assembly.feed(data, False)
         except UnicodeDecodeError:
             self._fail(CLOSE_INVALID_DATA, "text frame is not UTF-8")
 
-    def _piece(self, opcode: int, fin: int, payload: bytes) -> None:
-        """A frame of a message that spans frames (or whose one frame spanned reads)."""
+    def _piece(self, opcode: int, fin: int, data: bytes, length: int) -> None:
+        """A frame of a message that spans frames (or whose one frame spanned reads).
+
+        ``data`` is the frame's payload, less what :meth:`_check_partial` decoded already.
+        """
         assembly = self._assembly
         if assembly is None:
             assembly = self._assembly = _Assembly(opcode)
@@ -443,13 +454,13 @@ class Transport:
             assembly.fragmented = True
         if assembly.decoder is not None:
             try:
-                assembly.feed(payload[assembly.checked:], bool(fin))
+                assembly.feed(data, bool(fin))
             except UnicodeDecodeError:
                 return self._fail(CLOSE_INVALID_DATA, "text frame is not UTF-8")
             assembly.checked = 0
         else:
-            assembly.parts.append(payload)
-        assembly.size += len(payload)
+            assembly.parts.append(data)
+        assembly.size += length
         assembly.frames += 1
         if fin:
             self._assembly = None

@@ -43,7 +43,13 @@ export class Api {
     return envelope;
   }
 
+  // Forget the session here; endSession() also ends it on the server (its sockets close with 4440).
   logout() {
+    this.session = null;
+  }
+
+  async endSession() {
+    if (this.session) await this.call("/user/logout");
     this.session = null;
   }
 

@@ -84,7 +84,10 @@ export class ChatView {
     );
     const n = this.nodes;
     n["login-form"].addEventListener("submit", (event) => { event.preventDefault(); this.login(); });
-    n["logout-button"].addEventListener("click", () => this.logout());
+    n["logout-button"].addEventListener("click", async () => {
+      await this.api.endSession();
+      this.logout();
+    });
     n["join-form"].addEventListener("submit", (event) => { event.preventDefault(); this.join(n["group-id"].value.trim()); });
     n["send-form"].addEventListener("submit", (event) => { event.preventDefault(); this.send(); });
     n["load-older"].addEventListener("click", () => this.loadOlder());
