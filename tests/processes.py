@@ -68,7 +68,7 @@ class ServeProcess:
         port: int | None = None,
         args: Sequence[str] = (),
         script: Path | None = None,
-        open_files: int | None = None,
+        open_files: int | tuple[int, int] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.name = name
@@ -86,7 +86,8 @@ class ServeProcess:
             if redis_url is not None:
                 self.environ["FASTIM_STORAGE_REDIS_URL"] = redis_url
         self.argv += list(args)  # more flags of `fastim serve`, e.g. ["--workers", "2"]
-        self.open_files = open_files  # RLIMIT_NOFILE of the node (soft and hard), as `prlimit --nofile=N` sets it
+        # RLIMIT_NOFILE of the node, as `prlimit --nofile=N` (both limits) or `--nofile=SOFT:HARD` sets it
+        self.open_files = (open_files, open_files) if isinstance(open_files, int) else open_files
         self.stderr_path = self.workdir / f"{name}-{self.port}-stderr.log"
         self.process: subprocess.Popen | None = None
         self._stderr_file = None
@@ -121,7 +122,7 @@ class ServeProcess:
         limit = self.open_files
 
         def limit_open_files() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
         self.process = subprocess.Popen(
             self.argv, cwd=self.workdir, env=self.environ, stdout=subprocess.DEVNULL, stderr=self._stderr_file,

@@ -218,6 +218,28 @@ def test_port_in_use_is_one_line(run_fastim):
     assert line.startswith(f"fastim: cannot listen on 127.0.0.1:{port}: ")
 
 
+# Protected mode (issue 12, finding 5). The node stops before it binds anything, so these
+# tests never listen beyond loopback.
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_open_logins_on_a_non_loopback_address_refuse_to_start(run_fastim, host):
+    line = assert_one_line_failure(run_fastim("serve", "--host", host, "--port", str(free_port())))
+    assert line.startswith(f"fastim: refusing to listen on {host}: logins are open (")
+    assert "the default authenticator accepts any password" in line
+    assert "[im] login_auth = 0" in line and "[server] protected_mode = 0" in line
+
+
+def test_checking_tokens_is_not_enough_while_any_password_logs_in(run_fastim):
+    proc = run_fastim("serve", "--host", "0.0.0.0", "--port", str(free_port()), FASTIM_IM_LOGIN_AUTH="1")
+    line = assert_one_line_failure(proc)
+    assert "logins are open (the default authenticator accepts any password), " in line
+
+
+def test_workers_refuse_in_the_supervisor_before_any_fork(run_fastim, fresh_redis):
+    proc = run_fastim("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--workers", "2",
+                      "--backend", "redis", "--redis-url", fresh_redis.url)
+    assert assert_one_line_failure(proc).startswith("fastim: refusing to listen on 0.0.0.0")
+
+
 def test_no_subcommand_prints_help_and_exits_2(run_fastim):
     proc = run_fastim()
     assert proc.wait() == 2

@@ -109,8 +109,18 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish()
 
     def form(self, schema: type[Schema]) -> dict[str, Any]:
-        """The request's fields (query and form body, urlencoded or multipart) loaded by ``schema``."""
-        given = {name: self.get_argument(name) for name in self.request.arguments}
+        """The request's fields (query and form body, urlencoded or multipart) loaded by ``schema``.
+
+        Values are taken exactly as sent (the last one of a repeated field, as
+        ``get_argument`` does): Tornado's ``get_argument`` would strip white
+        space and turn control characters into spaces, so ``"u1\\n"`` would pass as ``"u1"``.
+        """
+        given = {}
+        for name, values in self.request.arguments.items():
+            try:
+                given[name] = values[-1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValidationError({name: [f"{name} is not valid UTF-8"]}) from None
         return schema().load(given)
 
     def given(self) -> set[str]:

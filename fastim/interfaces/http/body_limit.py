@@ -17,6 +17,7 @@ from tornado import httputil
 from fastim.interfaces.http.gate import CorsPolicy
 
 CODE_TOO_LARGE = 413
+UNCHECKED = 1 << 62  # Tornado's own body-size check, once ours has answered
 
 
 class BodyLimit(httputil.HTTPServerConnectionDelegate):
@@ -53,7 +54,7 @@ class _LimitedRequest(httputil.HTTPMessageDelegate):
         self._origin = headers.get("Origin")
         declared = headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._limit.max_body_bytes:
-            self._refuse(int(declared))
+            self._refuse()
             return None
         self._started = True
         return self._inner.headers_received(start_line, headers)
@@ -63,7 +64,7 @@ class _LimitedRequest(httputil.HTTPMessageDelegate):
             return None
         self._received += len(chunk)
         if self._received > self._limit.max_body_bytes:  # a chunked body, which declared no length
-            self._refuse(self._received)
+            self._refuse()
             return None
         return self._inner.data_received(chunk)
 
@@ -75,7 +76,7 @@ class _LimitedRequest(httputil.HTTPMessageDelegate):
         if self._started:
             self._inner.on_connection_close()
 
-    def _refuse(self, size: int) -> None:
+    def _refuse(self) -> None:
         """Answer 413 and let the connection close once it is sent; the rest of the body is never delivered."""
         self._refused = True
         if self._started:
@@ -91,8 +92,8 @@ class _LimitedRequest(httputil.HTTPMessageDelegate):
         for name, value in self._limit.cors.headers(self._origin).items():
             headers[name] = value
         connection = self._connection
-        # Tornado would otherwise fault the declared length against its own 100 MB ceiling and
-        # answer a second time; what still arrives is dropped until the connection closes.
-        connection.set_max_body_size(max(size, limit))
+        # Tornado would otherwise fault the body against its own ceiling and answer a second
+        # time; what still arrives is dropped, and the connection closes once the 413 is out.
+        connection.set_max_body_size(UNCHECKED)
         connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", CODE_TOO_LARGE, "Payload Too Large"), headers, body)
         connection.finish()

@@ -1,0 +1,58 @@
+"""Serve fastim with a JoinPolicy that decides who may join which group, instead of letting anyone join anything.
+
+Run it like ``fastim serve`` (same settings file, environment and defaults):
+
+    python examples/join_policy.py
+
+Groups whose id starts with ``public-`` are open to everyone; any other group
+only to the users invited to it. With ``[im] auto_join = 1`` (the default) the
+policy is asked when a chat socket opens a group the user has not joined and
+before a history read; with ``auto_join = 0`` only members get in and
+``/user/joinGroup`` is the one way in, through the policy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dependency_injector import providers
+
+from fastim.container import build_container
+from fastim.logs import configure_logging
+from fastim.server import StartupError, run
+from fastim.settings import SettingsError, load_settings
+
+OPEN_PREFIX = "public-"
+
+
+class InviteOnly:
+    """A JoinPolicy: ``public-*`` groups for all, the others for their invited users."""
+
+    def __init__(self, invited: dict[str, set[str]]) -> None:
+        self._invited = invited  # groupId -> userIds; in production: your database or your API
+
+    async def may_join(self, user_id: str, group_id: str) -> bool:
+        return group_id.startswith(OPEN_PREFIX) or user_id in self._invited.get(group_id, set())
+
+
+DEMO_INVITES = {"vip": {"1", "2"}}
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"fastim: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    container = build_container(settings)
+    container.join_policy.override(providers.Singleton(InviteOnly, DEMO_INVITES))
+    try:
+        return run(settings, container)
+    except StartupError as exc:
+        print(f"fastim: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
