@@ -150,9 +150,10 @@ class NodeProcess:
     """One ``python -m fastim serve --backend redis`` process, pinned to the server CPU."""
 
     def __init__(self, redis_url: str, workdir: Path, prefix: list[str], name: str,
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None, checkout: Path = REPO_ROOT) -> None:
         self.port = free_port()
         self.settings = settings or {}
+        self.checkout = checkout  # the fastim source the node runs: this one, or another build to compare
         self.name = name
         self.argv = [*prefix, sys.executable, "-m", "fastim", "serve", "--host", LOOPBACK,
                      "--port", str(self.port), "--backend", "redis", "--redis-url", redis_url]
@@ -171,7 +172,7 @@ class NodeProcess:
 
     def start(self) -> "NodeProcess":
         self._stderr = open(self.stderr_path, "ab")
-        self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=_node_environ(self.settings),
+        self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=_node_environ(self.settings, self.checkout),
                                         stdout=subprocess.DEVNULL, stderr=self._stderr)
         return self
 
@@ -202,10 +203,10 @@ class NodeProcess:
             return False
 
 
-def _node_environ(settings: dict[str, str]) -> dict[str, str]:
-    """This environment minus the caller's fastim settings, plus NODE_SETTINGS and the scenario's; this checkout importable."""
+def _node_environ(settings: dict[str, str], checkout: Path = REPO_ROOT) -> dict[str, str]:
+    """This environment minus the caller's fastim settings, plus NODE_SETTINGS and the scenario's; ``checkout`` importable."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
-    environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), environ.get("PYTHONPATH", "")) if p)
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), environ.get("PYTHONPATH", "")) if p)
     environ.update(NODE_SETTINGS)
     environ.update(settings)
     return environ

@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import tornado.httpserver
@@ -103,16 +104,8 @@ class Admission:
             del self._by_address[key]
 
     def slot(self, key: str) -> Callable[[], None]:
-        """A callable that gives the slot back, at most once."""
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.release(key)
-
-        return release
+        """A callable that gives the slot back; its holder calls it once (the stream, then the transport)."""
+        return partial(self.release, key)
 
 
 class CountedStream(tornado.iostream.IOStream):
