@@ -17,10 +17,7 @@ import sys
 
 from dependency_injector import providers
 
-from fastim.container import build_container
-from fastim.logs import configure_logging
-from fastim.server import StartupError, run
-from fastim.settings import SettingsError, load_settings
+from fastim.cli import serve_with
 
 OPEN_PREFIX = "public-"
 
@@ -38,21 +35,9 @@ class InviteOnly:
 DEMO_INVITES = {"vip": {"1", "2"}}
 
 
-def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"fastim: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.server.log_format, settings.server.log_level)
-    container = build_container(settings)
+def use_invitations(container) -> None:
     container.join_policy.override(providers.Singleton(InviteOnly, DEMO_INVITES))
-    try:
-        return run(settings, container)
-    except StartupError as exc:
-        print(f"fastim: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_with(use_invitations))

@@ -30,11 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dependency_injector import providers
 
-from fastim.container import build_container
+from fastim.cli import serve_with
 from fastim.domain.errors import TooManyRequests
-from fastim.logs import configure_logging
-from fastim.server import StartupError, run
-from fastim.settings import SettingsError, load_settings
 
 PBKDF2_ITERATIONS = 600_000  # OWASP's figure for PBKDF2-HMAC-SHA256 (2023)
 # hashlib releases the GIL while it hashes: two threads keep two cores busy at most.
@@ -74,21 +71,9 @@ DEMO_USERS = {
 }
 
 
-def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"fastim: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.server.log_format, settings.server.log_level)
-    container = build_container(settings)
+def use_the_user_store(container) -> None:
     container.authenticator.override(providers.Singleton(UserStoreAuthenticator, DEMO_USERS))
-    try:
-        return run(settings, container)
-    except StartupError as exc:
-        print(f"fastim: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_with(use_the_user_store))

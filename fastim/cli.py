@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from fastim import __version__
 from fastim.logs import configure_logging
-from fastim.settings import SettingsError, load_settings
+from fastim.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the container imports Tornado; `fastim --help` should not
+    from fastim.container import Container
 
 # The conventional status for a usage or configuration error (argparse uses it too).
 EXIT_USAGE = 2
@@ -69,18 +74,43 @@ def _serve(args: argparse.Namespace) -> int:
         for flag, setting in SERVE_FLAGS.items()
         if getattr(args, flag) is not None
     }
+    return serve_with(config=args.config, overrides=overrides)
+
+
+def serve_with(
+    customize: Callable[[Container], None] | None = None,
+    *,
+    config: str | None = None,
+    overrides: Mapping[tuple[str, str], str] | None = None,
+) -> int:
+    """Serve as ``fastim serve`` does, with the container changed by ``customize`` first; the exit status.
+
+    Settings come from ``config`` (else ``./settings.ini``), the environment and
+    ``overrides``; a bad setting or a failed start prints one line and gives 2.
+    ``customize(container)`` overrides providers (an Authenticator, a
+    JoinPolicy, a repository); with ``--workers`` each worker applies it to its own container.
+    """
     try:
-        settings = load_settings(args.config, os.environ, overrides)
+        settings = load_settings(config, os.environ, overrides or {})
     except SettingsError as exc:
         return _fail(str(exc))
     configure_logging(settings.server.log_format, settings.server.log_level)
     # Imported here so that `fastim --help` and a settings error need neither
     # Tornado nor the container.
+    from fastim.container import build_container
     from fastim.server import StartupError, run
     from fastim.workers import run_workers
 
+    def make_container(settings: Settings) -> Container:
+        container = build_container(settings)
+        if customize is not None:
+            customize(container)
+        return container
+
     try:
-        return run_workers(settings) if settings.server.workers > 1 else run(settings)
+        if settings.server.workers > 1:
+            return run_workers(settings, make_container)
+        return run(settings, make_container(settings))
     except StartupError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed

@@ -16,10 +16,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from tornado.netutil import bind_sockets
 
-from fastim.container import close_container
+from fastim.container import Container, build_container, close_container
 from fastim.server import SHUTDOWN_DEADLINE_SECONDS, Node, StartupError, run
 from fastim.settings import Settings
 
@@ -31,16 +32,20 @@ MAX_RESTARTS_PER_MINUTE = 10
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+ContainerFactory = Callable[[Settings], Container]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, make_container: ContainerFactory = build_container) -> None:
         self.settings = settings
+        self.make_container = make_container  # each worker builds its own, after the fork
         self.count = settings.server.workers
         self.workers: dict[int, int] = {}  # pid -> worker number
         self.stopping = False
         self.restarts: list[float] = []
 
     def run(self) -> int:
-        asyncio.run(_preflight(self.settings))  # one clear line if Redis is not there, before any fork
+        asyncio.run(_preflight(self.settings, self.make_container))  # one clear line, before any fork
         for number in range(self.count):
             self._fork(number)
         for sig in STOP_SIGNALS:
@@ -92,7 +97,7 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = run(self.settings, sockets=sockets)
+                code = run(self.settings, self.make_container(self.settings), sockets=sockets)
             except StartupError as exc:
                 print(f"fastim: worker {number}: {exc}", flush=True, file=sys.stderr)
                 code = EXIT_STARTUP_FAILED
@@ -130,8 +135,8 @@ class Supervisor:
                 pass
 
 
-async def _preflight(settings: Settings) -> None:
-    node = Node(settings)
+async def _preflight(settings: Settings, make_container: ContainerFactory) -> None:
+    node = Node(settings, make_container(settings))
     try:
         node.check_protected_mode()
         await node.check_storage()
@@ -139,5 +144,6 @@ async def _preflight(settings: Settings) -> None:
         await close_container(node.container)
 
 
-def run_workers(settings: Settings) -> int:
-    return Supervisor(settings).run()
+def run_workers(settings: Settings, make_container: ContainerFactory = build_container) -> int:
+    """Supervise ``[server] workers`` nodes on one port; each gets ``make_container(settings)``."""
+    return Supervisor(settings, make_container).run()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-import logging
 from collections.abc import Iterable
 
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
-
-logger = logging.getLogger(__name__)
+from fastim.infrastructure.listeners import call_each
 
 
 class MemoryBroker:
@@ -22,13 +19,8 @@ class MemoryBroker:
         return frozenset(self._listeners)
 
     async def publish(self, event: Event) -> None:
-        for listener in list(self._listeners.get(event.group_id, ())):
-            try:
-                result = listener(event.group_id, event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("listener of group %s failed", event.group_id)
+        listeners = self._listeners.get(event.group_id, ())
+        await call_each(listeners, event.group_id, event, failure=f"a listener of group {event.group_id} failed")
 
     async def subscribe(self, group_id: str, listener: EventListener) -> None:
         self._listeners.setdefault(group_id, []).append(listener)
@@ -50,13 +42,7 @@ class MemoryBroker:
             await self.unsubscribe(group_id, listener)
 
     async def notify(self, notice: Notice) -> None:
-        for listener in tuple(self._notice_listeners):
-            try:
-                result = listener(notice)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("a notice listener failed")
+        await call_each(self._notice_listeners, notice, failure="a notice listener failed")
 
     async def watch_notices(self, listener: NoticeListener) -> None:
         self._notice_listeners.append(listener)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from fastim.domain.codec import InvalidPayload, decode_event, decode_notice, encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
+from fastim.infrastructure.listeners import call_each
 from fastim.infrastructure.redis import keys
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
@@ -260,13 +260,7 @@ class RedisBroker:
 
     async def _resumed(self, groups: frozenset[str]) -> None:
         """Let the resume listeners catch up; what arrives on the channels meanwhile waits for them."""
-        for listener in tuple(self._resume_listeners):
-            try:
-                result = listener(groups)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("a resume listener failed")
+        await call_each(self._resume_listeners, groups, failure="a resume listener failed")
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
@@ -288,14 +282,7 @@ class RedisBroker:
             # (the memory broker routes by the event's own group, so it never can).
             logger.warning("dropping an invalid payload on %s: its groupId is %r", channel, event.group_id)
             return
-        # A copy: a listener may unsubscribe (itself or another) while we deliver.
-        for listener in tuple(self._listeners.get(group_id, ())):
-            try:
-                result = listener(group_id, event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("a listener of group %s failed", group_id)
+        await call_each(self._listeners.get(group_id, ()), group_id, event, failure=f"a listener of group {group_id} failed")
 
     async def _deliver_notice(self, payload: str) -> None:
         try:
@@ -303,13 +290,7 @@ class RedisBroker:
         except InvalidPayload as exc:
             logger.warning("dropping an invalid payload on %s: %s", keys.NOTICES_CHANNEL, exc)
             return
-        for listener in tuple(self._notice_listeners):
-            try:
-                result = listener(notice)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("a notice listener failed")
+        await call_each(self._notice_listeners, notice, failure="a notice listener failed")
 
     def _backoff_seconds(self) -> float:
         doublings = min(self._failures - 1, _BACKOFF_MAX_DOUBLINGS)

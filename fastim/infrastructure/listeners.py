@@ -1,0 +1,24 @@
+"""Calling the listeners a broker holds: each in turn, awaited when it is async, one's failure logged and not the others'."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+async def call_each(listeners: Iterable[Callable[..., Awaitable[None] | None]], *args: Any, failure: str) -> None:
+    """Call every listener with ``args``; a listener that raises is logged as ``failure`` and the rest still run.
+
+    The listeners are copied first: one may add or remove listeners while it runs.
+    """
+    for listener in tuple(listeners):
+        try:
+            result = listener(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception(failure)
