@@ -65,7 +65,9 @@ class LoginThrottle:
     window, further attempts are refused without checking the password. Successful logins do not
     count, so many users behind one address can still log in."""
 
-    def __init__(self, per_source: int, per_user: int, window_s: float, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_source: int, per_user: int, window_s: float, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self._sources = FailureCounter(per_source, window_s, now)
         self._users = FailureCounter(per_user, window_s, now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastim.domain.errors import TooManyRequests
 from fastim.domain.groups import Groups
 from fastim.domain.sessions import Sessions
+from fastim.interfaces.acceptor import client_key
 from fastim.interfaces.errors import CODE_OK
 from fastim.interfaces.http.base import ApiHandler, HttpContext
 from fastim.interfaces.http.schemas import GroupListEnvelope, JoinGroupForm, LeaveGroupForm, LoginEnvelope, LoginForm
@@ -25,7 +26,9 @@ class LoginHandler(ApiHandler):
     async def post(self) -> None:
         form = self.form(LoginForm)
         try:
-            token = await self.sessions.login(form["userId"], form["password"], source=self.request.remote_ip)
+            # Failed logins are counted by address as connections are (an IPv6 /64 is one client).
+            source = client_key(self.request.remote_ip)
+            token = await self.sessions.login(form["userId"], form["password"], source=source)
         except TooManyRequests:
             self.http.metrics.login_throttled.inc()
             raise
