@@ -409,13 +409,13 @@ async def run_one(cluster: Cluster, name: str, checkout: Path, budget_s: float) 
 def table(rows: list[Row], before: list[Row] | None) -> str:
     header = "| finding | attack | node CPU s | node RSS growth MB | log KB | outcome |"
     if before:
-        header += " before: CPU s | before: RSS MB | before: outcome |"
+        header += " before: CPU s | before: RSS MB | before: log KB | before: outcome |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for index, row in enumerate(rows):
         cells = [row.finding, row.attack, _figure(row.cpu_s, 2), _figure(row.rss_mb, 1), _figure(row.log_kb, 1), row.outcome]
         if before:
             old = before[index]
-            cells += [_figure(old.cpu_s, 2), _figure(old.rss_mb, 1), old.outcome]
+            cells += [_figure(old.cpu_s, 2), _figure(old.rss_mb, 1), _figure(old.log_kb, 1), old.outcome]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
