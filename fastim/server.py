@@ -160,9 +160,8 @@ class Node:
         )
         self._acceptor.add_sockets(sockets)
         self._http_server = server
-        per_address = settings.max_connections_per_ip
-        self._capacity = f"up to {limit} connections{f', {per_address} per address' if per_address else ''} " \
-            f"(open-files limit {open_files})"
+        per_address = f", {settings.max_connections_per_ip} per address" if settings.max_connections_per_ip else ""
+        self._capacity = f"up to {limit} connections{per_address} (open-files limit {open_files})"
 
     def _log_started(self) -> None:
         server = self.settings.server

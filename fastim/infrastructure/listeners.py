@@ -10,8 +10,13 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-async def call_each(listeners: Iterable[Callable[..., Awaitable[None] | None]], *args: Any, failure: str) -> None:
-    """Call every listener with ``args``; a listener that raises is logged as ``failure`` and the rest still run.
+async def call_each(
+    listeners: Iterable[Callable[..., Awaitable[None] | None]],
+    *args: Any,
+    failure: str,
+    failure_args: tuple[Any, ...] = (),
+) -> None:
+    """Call every listener with ``args``; one that raises is logged (``failure % failure_args``) and the rest still run.
 
     The listeners are copied first: one may add or remove listeners while it runs.
     """
@@ -21,4 +26,4 @@ async def call_each(listeners: Iterable[Callable[..., Awaitable[None] | None]], 
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            logger.exception(failure)
+            logger.exception(failure, *failure_args)

@@ -20,7 +20,9 @@ class MemoryBroker:
 
     async def publish(self, event: Event) -> None:
         listeners = self._listeners.get(event.group_id, ())
-        await call_each(listeners, event.group_id, event, failure=f"a listener of group {event.group_id} failed")
+        await call_each(
+            listeners, event.group_id, event, failure="a listener of group %s failed", failure_args=(event.group_id,)
+        )
 
     async def subscribe(self, group_id: str, listener: EventListener) -> None:
         self._listeners.setdefault(group_id, []).append(listener)

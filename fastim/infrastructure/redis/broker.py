@@ -282,7 +282,8 @@ class RedisBroker:
             # (the memory broker routes by the event's own group, so it never can).
             logger.warning("dropping an invalid payload on %s: its groupId is %r", channel, event.group_id)
             return
-        await call_each(self._listeners.get(group_id, ()), group_id, event, failure=f"a listener of group {group_id} failed")
+        listeners = self._listeners.get(group_id, ())
+        await call_each(listeners, group_id, event, failure="a listener of group %s failed", failure_args=(group_id,))
 
     async def _deliver_notice(self, payload: str) -> None:
         try:
