@@ -60,7 +60,7 @@ def serve(impl: str, port: int) -> None:
             self.transport = transport
             transport.start(self)
 
-        async def open(self) -> None:
+        async def open(self, query: dict[str, str]) -> None:
             return None
 
         def on_text(self, text: str) -> None:

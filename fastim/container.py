@@ -40,6 +40,7 @@ from fastim.interfaces.ws.connections import Connections
 from fastim.interfaces.ws.group_list import ListServices, MembershipRefresher
 from fastim.interfaces.ws.hub import Hub
 from fastim.interfaces.ws.keepalive import Keepalive
+from fastim.interfaces.ws.recovery import Recovery
 from fastim.interfaces.ws.session_watch import SessionWatch
 from fastim.interfaces.ws.upgrade import transport_limits
 
@@ -57,9 +58,14 @@ class Container(containers.DeclarativeContainer):
     # Every command of a loop turn in one write, on one connection of its own (pub/sub keeps redis-py's).
     redis_commands = providers.Singleton(PipelinedConnection, config.storage.redis_url)
 
+    broker = providers.Selector(
+        config.storage.backend,
+        memory=providers.Singleton(MemoryBroker),
+        redis=providers.Singleton(RedisBroker, redis_client, redis_commands),
+    )
     message_repository = providers.Selector(
         config.storage.backend,
-        memory=providers.Singleton(MemoryMessageRepository, clock),
+        memory=providers.Singleton(MemoryMessageRepository, clock, broker),
         redis=providers.Singleton(RedisMessageRepository, redis_client, redis_commands),
     )
     membership_repository = providers.Selector(
@@ -71,11 +77,6 @@ class Container(containers.DeclarativeContainer):
         config.storage.backend,
         memory=providers.Singleton(MemoryTokenRepository, clock),
         redis=providers.Singleton(RedisTokenRepository, redis_client, redis_commands),
-    )
-    broker = providers.Selector(
-        config.storage.backend,
-        memory=providers.Singleton(MemoryBroker),
-        redis=providers.Singleton(RedisBroker, redis_client, redis_commands),
     )
     storage = providers.Selector(
         config.storage.backend,
@@ -95,13 +96,13 @@ class Container(containers.DeclarativeContainer):
     messages = providers.Singleton(
         Messages,
         repository=message_repository,
-        broker=broker,
         clock=clock,
         message_timeout=config.im.message_timeout,
         list_num=config.im.list_num,
         recall_time_limit=config.im.recall_time_limit,
         history_max=config.im.history_max,
         history_page_max=config.im.history_page_max,
+        recover_max=config.im.recover_max,
     )
     groups = providers.Singleton(
         Groups,
@@ -149,7 +150,8 @@ class Container(containers.DeclarativeContainer):
         rate_limit=config.im.rate_limit,
         rate_burst=config.im.rate_burst,
     )
-    chat_services = providers.Singleton(ChatServices, hub, messages, groups, chat_limits)
+    recovery = providers.Singleton(Recovery, messages, providers.Callable(lambda hub: hub.sequencer, hub))
+    chat_services = providers.Singleton(ChatServices, hub, messages, groups, chat_limits, recovery)
     list_services = providers.Singleton(
         ListServices, hub, groups, membership_refresher, config.im.group_list_update_rate
     )

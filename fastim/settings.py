@@ -63,6 +63,7 @@ class ImSettings:
     ping_timeout: float
     history_page_max: int
     max_groups_per_user: int
+    recover_max: int
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,9 @@ class ImSchema(Schema):
     history_page_max = _positive(load_default=200)
     # 0: no limit. A group-list socket reads every group of its user on each push.
     max_groups_per_user = _non_negative(load_default=1000)
+    # How far back a resuming client (or a node repairing a gap) may reach, in events; the newest
+    # this many recall events are kept per group for it. 1000 covers a minute of a busy room.
+    recover_max = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> ImSettings:

@@ -9,44 +9,49 @@ from fastim.domain.model import Event, Message, Notice, Recall, SessionsChanged
 
 _COMPACT = (",", ":")
 MAX_TS = 2**53 - 1  # integer milliseconds that JavaScript and Lua numbers hold exactly
+MAX_TEXT_ID = 64  # message ids and epochs are short; anything longer is not ours
 
 
 class InvalidPayload(ValueError):
     """A payload that is not a message or an event in the wire format."""
 
 
-def encode_message(message: Message) -> str:
-    """The stored and published form, keys in fast-im's order: groupId, userId, info, ts."""
-    return json.dumps(
-        {
-            "groupId": message.group_id,
-            "userId": message.user_id,
-            "info": message.info,
-            "ts": message.ts,
-        },
-        ensure_ascii=False,
-        separators=_COMPACT,
-    )
-
-
 def message_object(message: Message) -> dict[str, Any]:
-    """The message as a JSON-ready dict, for documents that embed messages."""
-    return {
+    """The message as a JSON-ready dict: fast-im's keys in its order (groupId, userId, info, ts), then id and seq."""
+    data: dict[str, Any] = {
         "groupId": message.group_id,
         "userId": message.user_id,
         "info": message.info,
         "ts": message.ts,
     }
+    if message.id is not None:
+        data["id"] = message.id
+    if message.seq is not None:
+        data["seq"] = message.seq
+    return data
+
+
+def event_object(event: Event) -> dict[str, Any]:
+    """A message, or a recall event: ``{"event":"recall","groupId","userId","ts"[,"id","seq","epoch"]}``."""
+    if isinstance(event, Message):
+        return message_object(event)
+    data: dict[str, Any] = {"event": "recall", "groupId": event.group_id, "userId": event.user_id, "ts": event.ts}
+    if event.id is not None:
+        data["id"] = event.id
+    if event.seq is not None:
+        data["seq"] = event.seq
+    if event.epoch is not None:
+        data["epoch"] = event.epoch
+    return data
+
+
+def encode_message(message: Message) -> str:
+    """The stored and published form (the storage adds id and seq to a new message, in this order, at its end)."""
+    return json.dumps(message_object(message), ensure_ascii=False, separators=_COMPACT)
 
 
 def encode_event(event: Event) -> str:
-    if isinstance(event, Message):
-        return encode_message(event)
-    return json.dumps(
-        {"event": "recall", "groupId": event.group_id, "userId": event.user_id, "ts": event.ts},
-        ensure_ascii=False,
-        separators=_COMPACT,
-    )
+    return json.dumps(event_object(event), ensure_ascii=False, separators=_COMPACT)
 
 
 def decode_message(payload: str | bytes) -> Message:
@@ -71,15 +76,18 @@ def decode_event(payload: str | bytes) -> Event:
     group_id = _identifier(data, "groupId")
     user_id = _identifier(data, "userId")
     ts = _timestamp(data)
+    seq = _sequence(data)
+    event_id = _optional_text(data, "id")
     kind = data.get("event")
     if kind == "recall":
-        return Recall(group_id=group_id, user_id=user_id, ts=ts)
+        return Recall(group_id=group_id, user_id=user_id, ts=ts, id=event_id, seq=seq,
+                      epoch=_optional_text(data, "epoch"))
     if kind is not None:
         raise InvalidPayload(f"unknown event {kind!r}")
     info = data.get("info")
     if not isinstance(info, str):
         raise InvalidPayload("info must be a string")
-    return Message(group_id=group_id, user_id=user_id, info=info, ts=ts)
+    return Message(group_id=group_id, user_id=user_id, info=info, ts=ts, seq=seq, id=event_id)
 
 
 def _identifier(data: dict[str, Any], key: str) -> str:
@@ -89,6 +97,24 @@ def _identifier(data: dict[str, Any], key: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise InvalidPayload(f"{key} must be a non-empty string or an integer")
+
+
+def _sequence(data: dict[str, Any]) -> int | None:
+    value = data.get("seq")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TS:
+        raise InvalidPayload(f"seq must be an integer from 1 to {MAX_TS}")
+    return value
+
+
+def _optional_text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT_ID:
+        raise InvalidPayload(f"{key} must be a non-empty string of at most {MAX_TEXT_ID} characters")
+    return value
 
 
 def _timestamp(data: dict[str, Any]) -> int:

@@ -43,6 +43,19 @@ class StorageUnavailable(DomainError):
     code = "storage_unavailable"
 
 
+class OutcomeUnknown(StorageUnavailable):
+    """The storage stopped answering after a write was sent: it may or may not have happened.
+
+    After ``settle_after`` seconds it can no longer happen, and reading tells which.
+    """
+
+    code = "outcome_unknown"
+
+    def __init__(self, message: str, settle_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.settle_after = settle_after
+
+
 class TooManyRequests(DomainError):
     """The caller must wait: too many failed logins, or more work at once than the node takes."""
 

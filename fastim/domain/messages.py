@@ -1,23 +1,25 @@
-"""The Messages service: posting, reading and recalling a group's messages."""
+"""The Messages service: posting, reading and recalling a group's messages, and reading its stream back."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
 
-from fastim.domain.errors import InvalidArgument, MessageNotFound, RecallWindowExpired
-from fastim.domain.model import History, Message, Page, Recall
-from fastim.domain.ports import Broker, Clock, MessageRepository
+from fastim.domain.errors import InvalidArgument, MessageNotFound, OutcomeUnknown, RecallWindowExpired, StorageUnavailable
+from fastim.domain.model import History, Message, Page, Recall, RecallTarget, Tail
+from fastim.domain.ports import Clock, MessageRepository
 
-
-CATCH_UP_LIMIT = 200  # messages re-read per group after an outage: more than a busy room sends in the 2 s backoff cap
 DEFAULT_PAGE_MAX = 200  # [im] history_page_max
+DEFAULT_RECOVER_MAX = 1000  # [im] recover_max
+# How long a send whose outcome is unknown may keep trying to learn it, once it is settled:
+# past this its client is told that the outcome is unknown.
+SETTLE_LIMIT_S = 10.0
+SETTLE_RETRY_S = 0.5
 
 
 class Messages:
     def __init__(
         self,
         repository: MessageRepository,
-        broker: Broker,
         clock: Clock,
         *,
         message_timeout: int,
@@ -25,43 +27,63 @@ class Messages:
         recall_time_limit: int,
         history_max: int = 0,
         history_page_max: int = DEFAULT_PAGE_MAX,
+        recover_max: int = DEFAULT_RECOVER_MAX,
     ) -> None:
         self._repository = repository
-        self._broker = broker
         self._clock = clock
         self._message_timeout = message_timeout
         self._list_num = list_num
         self._recall_window_ms = recall_time_limit * 1000
         self._history_max = history_max
         self._page_max = history_page_max  # the most messages one read returns, and how far a search goes
-
-    async def post(self, group_id: str, user_id: str, info: str) -> Message:
-        """Store a new message, then announce it to the group on every node.
-
-        It is published only once stored, so every message a client receives
-        is also in the group's history.
-        """
-        message = Message(group_id=group_id, user_id=user_id, info=info, ts=self._clock.now_ms())
-        await self._repository.append(message, self._message_timeout, self._history_max)
-        await self._broker.publish(message)
-        return message
-
-    async def latest(self, group_id: str) -> Page:
-        """What a chat socket receives on open: the newest ``list_num`` messages and the total."""
-        return await self._repository.newest(group_id, self._list_num)
-
-    async def missed(self, group_id: str, since_ts: int, seen: Collection[Message] = ()) -> list[Message]:
-        """Messages a node may have missed while its broker was away, oldest first.
-
-        Those among the newest ``CATCH_UP_LIMIT`` stamped ``since_ts`` or later,
-        except the ``seen`` ones (delivered already, stamped exactly ``since_ts``).
-        """
-        page = await self._repository.newest(group_id, CATCH_UP_LIMIT)
-        return [m for m in page.messages if m.ts >= since_ts and m not in seen]
+        self._recover_max = recover_max  # the most events a resume or a repair reads back
 
     @property
     def page_max(self) -> int:
         return self._page_max
+
+    async def post(self, group_id: str, user_id: str, info: str) -> Message:
+        """Store a new message as its group's next event; storing announces it to every node.
+
+        The answer is honest: a returned message is stored (and announced); a
+        :class:`StorageUnavailable` means it was not stored and never will be.
+        When the storage stopped answering after the write was sent, the
+        outcome is read back once it is settled; :class:`OutcomeUnknown` only
+        when even that cannot be done.
+        """
+        draft = Message(group_id=group_id, user_id=user_id, info=info, ts=self._clock.now_ms())
+        try:
+            appended = await self._repository.append(draft, self._message_timeout, self._history_max)
+        except OutcomeUnknown as unknown:
+            return await self._settle(draft, unknown)
+        return appended.message
+
+    async def _settle(self, draft: Message, unknown: OutcomeUnknown) -> Message:
+        """Wait until the append can no longer happen, then look: stored, or not (and never)."""
+        await asyncio.sleep(unknown.settle_after)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_LIMIT_S
+        while True:
+            try:
+                stored = await self._repository.find(draft, self._page_max)
+            except StorageUnavailable as exc:
+                if loop.time() >= give_up:
+                    raise OutcomeUnknown(f"{unknown}; still unknown: {exc}") from exc
+                await asyncio.sleep(SETTLE_RETRY_S)
+                continue
+            if stored is None:
+                raise StorageUnavailable(f"{unknown}; it was not stored") from unknown
+            return stored
+
+    async def latest(self, group_id: str) -> Page:
+        """What a chat socket receives on open: the newest ``list_num`` messages, the total and the stream's position."""
+        return await self._repository.newest(group_id, self._list_num)
+
+    async def tail(self, group_id: str, since: int) -> Tail:
+        """The events after seq ``since`` (at most ``recover_max`` back): for a resume, or to repair a gap."""
+        if since < 0:
+            raise InvalidArgument("since must not be negative")
+        return await self._repository.tail(group_id, since, self._recover_max)
 
     async def range(self, group_id: str, start: int, end: int) -> History:
         """Messages by list index (LRANGE semantics): the first ``history_page_max`` of the range at most."""
@@ -78,18 +100,24 @@ class Messages:
         found = await self._repository.before(group_id, user_id, ts, min(count, self._page_max), self._page_max)
         return History(found, clipped=found is not None and len(found) == self._page_max < count)
 
-    async def recall(self, group_id: str, user_id: str, ts: int) -> Recall:
-        """Remove the caller's own message (user_id, ts) while the recall window is open.
+    async def recall(self, group_id: str, user_id: str, *, ts: int | None = None, message_id: str | None = None) -> Recall:
+        """Remove the caller's own message, named by ``ts`` (fast-im) or by ``message_id``, within the recall window.
 
         The window is inclusive: a message exactly ``recall_time_limit``
         seconds old may still be recalled. Another user's message never
-        matches, since the author is part of the message's identity.
+        matches. The recall is an event of the group's stream, announced as it
+        is stored.
         """
-        if self._clock.now_ms() - ts > self._recall_window_ms:
+        if (ts is None) == (message_id is None):
+            raise InvalidArgument("name the message by ts or by id")
+        not_before = self._clock.now_ms() - self._recall_window_ms
+        if ts is not None and ts < not_before:
             raise RecallWindowExpired(f"messages older than {self._recall_window_ms // 1000} s cannot be recalled")
-        removed = await self._repository.remove(group_id, user_id, ts, self._page_max)
-        if removed is None:
-            raise MessageNotFound(f"no message of user {user_id} at {ts} in group {group_id}")
-        recall = Recall(group_id=group_id, user_id=user_id, ts=ts)
-        await self._broker.publish(recall)
+        target = RecallTarget(group_id, user_id, ts=ts, id=message_id, not_before_ms=not_before)
+        try:
+            recall = await self._repository.remove(target, self._page_max, self._message_timeout, self._recover_max)
+        except RecallWindowExpired:
+            raise RecallWindowExpired(f"messages older than {self._recall_window_ms // 1000} s cannot be recalled")
+        if recall is None:
+            raise MessageNotFound(f"no such message of user {user_id} in group {group_id}")
         return recall

@@ -8,32 +8,100 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message; (group_id, user_id, ts) identifies it, as in fast-im."""
+    """One chat message. Once stored it has ``seq``, its place in the group's stream, and ``id``.
+
+    fast-im identifies a message by (group_id, user_id, ts); messages stored
+    by fast-im's own nodes have neither seq nor id.
+    """
 
     group_id: str
     user_id: str
     info: str
     ts: int  # creation time, integer milliseconds since the epoch
+    seq: int | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Recall:
-    """The event announcing that a message was recalled by its author."""
+    """The event announcing that a message was recalled by its author: an event of the stream with its own seq."""
 
     group_id: str
     user_id: str
-    ts: int
+    ts: int  # the recalled message's
+    id: str | None = None  # the recalled message's
+    seq: int | None = None  # this event's own place in the stream
+    epoch: str | None = None  # the stream's (the recalled message may be older than it)
 
 
 Event = Message | Recall
 
 
+def message_id(epoch: str, seq: int) -> str:
+    """A stored message's id: unique within its group, across restarts of the group's stream too."""
+    return f"{epoch}-{seq}"
+
+
+def parse_message_id(value: str) -> tuple[str, int] | None:
+    """(epoch, seq) of an id made by :func:`message_id`; None for anything else."""
+    epoch, sep, seq = value.rpartition("-")
+    if not sep or not epoch or not seq.isdigit() or len(seq) > 16:
+        return None
+    return epoch, int(seq)
+
+
+def epoch_of(event: Event) -> str | None:
+    """The epoch of the stream an event belongs to: a recall says it, a message's id holds it."""
+    if isinstance(event, Recall):
+        return event.epoch
+    if event.id is None:
+        return None
+    parsed = parse_message_id(event.id)
+    return parsed[0] if parsed else None
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    """The newest messages of a group (oldest first) and the group's total."""
+    """The newest messages of a group (oldest first), the group's total, and where its stream stands."""
 
     messages: list[Message]
     total: int
+    seq: int = 0  # the stream's latest seq; 0 before its first event
+    epoch: str = ""  # the stream's epoch; "" before its first event
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A message as stored (with seq and id), and the length of the group's list after it."""
+
+    message: Message
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecallTarget:
+    """Which message a user recalls: by (user_id, ts) as fast-im does, or by id."""
+
+    group_id: str
+    user_id: str
+    ts: int | None = None
+    id: str | None = None
+    not_before_ms: int = 0  # an older message is past the recall window
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """A group's events after a seq, oldest first, as storage still holds them.
+
+    ``complete`` is true when every event after that seq is accounted for: a
+    message is there, a recall event is there, or a recall event names it.
+    """
+
+    events: list[Event]
+    seq: int  # the stream's latest
+    epoch: str
+    complete: bool
+    total: int = 0  # messages in the group's list
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from fastim.domain.model import Event, GroupSummary, Joined, Message, Notice, Page
+from fastim.domain.model import (
+    Appended,
+    Event,
+    GroupSummary,
+    Joined,
+    Message,
+    Notice,
+    Page,
+    Recall,
+    RecallTarget,
+    Tail,
+)
 
 
 class Clock(Protocol):
@@ -21,18 +32,44 @@ class Clock(Protocol):
 
 
 class MessageRepository(Protocol):
-    """Each group's message list, oldest first (``gml:{groupId}``)."""
+    """Each group's stream of events: its message list, oldest first (``gml:{groupId}``), numbered by seq.
 
-    async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> int:
-        """Add ``message`` at the end of its group's list and renew the list's TTL.
+    Every event of a group (a message, a recall) takes the next seq of the
+    group's stream, starting at 1, and is announced on the group's channel
+    in the same atomic step that stores it, so subscribers receive a
+    group's events in seq order. A stream has an epoch, a string that
+    changes whenever its numbering restarts (the group expired, the storage
+    lost its data); a message's id is ``{epoch}-{seq}``.
+    """
 
-        With ``max_length > 0`` the oldest messages beyond that many are dropped
-        in the same round trip. Returns the number of messages now in the list.
+    async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> Appended:
+        """Store ``message`` as its group's next event and announce it; the stored message, with seq and id.
+
+        The list's TTL is renewed; with ``max_length > 0`` the oldest messages
+        beyond that many are dropped in the same step. Raises
+        :class:`StorageUnavailable` when the message was not stored and never
+        will be, and :class:`OutcomeUnknown` when that cannot be told yet.
         """
         ...
 
+    async def find(self, draft: Message, window: int) -> Message | None:
+        """The stored copy of ``draft`` (same group, author, ts and text), searched as :meth:`before` does."""
+        ...
+
     async def newest(self, group_id: str, count: int) -> Page:
-        """The newest ``count`` messages (oldest first) and the total; ``count <= 0`` gives none."""
+        """The newest ``count`` messages (oldest first), the total and the stream's seq and epoch.
+
+        ``count <= 0`` gives no messages.
+        """
+        ...
+
+    async def tail(self, group_id: str, since: int, limit: int) -> Tail:
+        """The events after seq ``since`` that storage still holds, oldest first, and the stream's seq and epoch.
+
+        When more than ``limit`` events came after ``since``, none is read and
+        the tail is not complete. A recalled message is left out; its recall
+        event is there, as long as no more than ``limit`` events came after it.
+        """
         ...
 
     async def range(self, group_id: str, start: int, end: int, limit: int) -> list[Message]:
@@ -53,8 +90,15 @@ class MessageRepository(Protocol):
         """
         ...
 
-    async def remove(self, group_id: str, user_id: str, ts: int, window: int) -> Message | None:
-        """Remove the message (user_id, ts), searched as :meth:`before` does; the removed message, or ``None``."""
+    async def remove(self, target: RecallTarget, window: int, ttl_seconds: int, keep_recalls: int) -> Recall | None:
+        """Remove the message ``target`` names and announce its recall event, in one step; the event, or ``None``.
+
+        The message is searched by (user, ts) as :meth:`before` does, or by id
+        (which holds its seq: O(log n)); only the user's own message matches.
+        A message older than ``target.not_before_ms`` is left alone:
+        :class:`RecallWindowExpired`. The newest ``keep_recalls`` recall
+        events are kept (for :meth:`tail`), with the TTL ``ttl_seconds``.
+        """
         ...
 
     async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:

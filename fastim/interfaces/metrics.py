@@ -73,6 +73,14 @@ class Metrics:
             "fastim_login_throttled", "Logins answered 429: too many failed attempts from the address or for the user",
             registry=r,
         )
+        self.repaired_events = Counter(
+            "fastim_repaired_events", "Events the node missed on its pub/sub connection and read back from storage",
+            registry=r,
+        )
+        self.unrecovered_events = Counter(
+            "fastim_unrecovered_events", "Events the node missed and could not read back (no longer in storage)",
+            registry=r,
+        )
         self.storage_errors = Counter(
             "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
         )

@@ -52,7 +52,7 @@ def _memory_backend() -> tuple[Backend, list]:
     broker = MemoryBroker()  # one process: every "node" shares the in-process broker
     backend = Backend(
         name="memory",
-        messages=MemoryMessageRepository(clock),
+        messages=MemoryMessageRepository(clock, broker),
         memberships=MemoryMembershipRepository(),
         tokens=MemoryTokenRepository(clock),
         storage=MemoryStorage(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastim.domain.model import GroupSummary, Message
+from fastim.domain.model import GroupSummary, Message, RecallTarget
 
 T0 = 1_648_368_380_132
 LIMIT = 1000  # the most messages a range returns, in the tests that are not about it
@@ -15,21 +15,25 @@ def msg(user: str, ts: int, info: str = "hi", group: str = "1") -> Message:
     return Message(group_id=group, user_id=user, info=info, ts=ts)
 
 
+async def store(backend, message: Message, ttl: int = 600, max_length: int = 0) -> Message:
+    """Append ``message``; the stored copy (with seq and id)."""
+    return (await backend.messages.append(message, ttl, max_length)).message
+
+
 async def fill(backend, count: int, group: str = "1", ttl: int = 600) -> list[Message]:
-    messages = [msg(str(i % 3), T0 + i, f"m{i}", group) for i in range(count)]
-    for message in messages:
-        await backend.messages.append(message, ttl)
-    return messages
+    return [await store(backend, msg(str(i % 3), T0 + i, f"m{i}", group), ttl) for i in range(count)]
 
 
 @pytest.mark.gen_test
-async def test_append_returns_the_new_length_and_newest_is_oldest_first(backend):
-    assert await backend.messages.append(msg("1", T0, "a"), 600) == 1
-    assert await backend.messages.append(msg("2", T0 + 1, "b"), 600) == 2
-    assert await backend.messages.append(msg("1", T0 + 2, "c"), 600) == 3
+async def test_append_returns_the_stored_message_and_the_new_length_and_newest_is_oldest_first(backend):
+    assert (await backend.messages.append(msg("1", T0, "a"), 600)).total == 1
+    assert (await backend.messages.append(msg("2", T0 + 1, "b"), 600)).total == 2
+    appended = await backend.messages.append(msg("1", T0 + 2, "c"), 600)
+    assert appended.total == 3
     page = await backend.messages.newest("1", 2)
     assert [m.info for m in page.messages] == ["b", "c"]
     assert page.total == 3
+    assert page.messages[-1] == appended.message
 
 
 @pytest.mark.gen_test
@@ -54,16 +58,17 @@ async def test_newest_more_than_stored_gives_all(backend):
 
 @pytest.mark.gen_test
 async def test_messages_round_trip_unicode_and_quotes(backend):
-    message = msg("7", T0, 'héllo "世界" \\ <b>\n😀')
-    await backend.messages.append(message, 600)
+    message = await store(backend, msg("7", T0, 'héllo "世界" \\ <b>\n😀'))
+    assert message.info == 'héllo "世界" \\ <b>\n😀'
     assert (await backend.messages.newest("1", 1)).messages == [message]
 
 
 @pytest.mark.gen_test
 async def test_append_trims_to_max_length_in_the_same_call(backend):
     messages = [msg("1", T0 + i, f"m{i}") for i in range(5)]
-    for message in messages:
-        total = await backend.messages.append(message, 600, max_length=3)
+    for index, message in enumerate(messages):
+        appended = await backend.messages.append(message, 600, max_length=3)
+        messages[index], total = appended.message, appended.total
     assert total == 3
     page = await backend.messages.newest("1", 10)
     assert page.messages == messages[-3:] and page.total == 3
@@ -178,7 +183,8 @@ async def test_before_finds_an_anchor_deep_in_a_long_list(backend):
 async def test_remove_takes_out_exactly_that_message(backend):
     messages = await fill(backend, 5)
     target = messages[2]
-    assert await backend.messages.remove("1", target.user_id, target.ts, WINDOW) == target
+    recall = await backend.messages.remove(RecallTarget("1", target.user_id, ts=target.ts), WINDOW, 600, 100)
+    assert (recall.user_id, recall.ts, recall.id) == (target.user_id, target.ts, target.id)
     page = await backend.messages.newest("1", 10)
     assert page.messages == messages[:2] + messages[3:] and page.total == 4
 
@@ -186,38 +192,34 @@ async def test_remove_takes_out_exactly_that_message(backend):
 @pytest.mark.gen_test
 async def test_remove_of_an_unknown_message_is_none_and_keeps_the_list(backend):
     messages = await fill(backend, 3)
-    assert await backend.messages.remove("1", "nobody", messages[1].ts, WINDOW) is None
-    assert await backend.messages.remove("nope", "1", T0, WINDOW) is None
+    assert await backend.messages.remove(RecallTarget("1", "nobody", ts=messages[1].ts), WINDOW, 600, 100) is None
+    assert await backend.messages.remove(RecallTarget("nope", "1", ts=T0), WINDOW, 600, 100) is None
     assert (await backend.messages.newest("1", 10)).messages == messages
 
 
 @pytest.mark.gen_test
 async def test_remove_of_a_same_millisecond_duplicate_takes_the_newest(backend):
     await backend.messages.append(msg("1", T0, "first"), 600)
-    await backend.messages.append(msg("1", T0, "second"), 600)
-    removed = await backend.messages.remove("1", "1", T0, WINDOW)
-    assert removed.info == "second"
+    second = await store(backend, msg("1", T0, "second"))
+    removed = await backend.messages.remove(RecallTarget("1", "1", ts=T0), WINDOW, 600, 100)
+    assert removed.id == second.id
     assert [m.info for m in (await backend.messages.newest("1", 10)).messages] == ["first"]
 
 
 @pytest.mark.gen_test
 async def test_remove_of_the_last_message_empties_the_group(backend):
     await backend.messages.append(msg("1", T0), 600)
-    await backend.messages.remove("1", "1", T0, WINDOW)
+    await backend.messages.remove(RecallTarget("1", "1", ts=T0), WINDOW, 600, 100)
     assert await backend.messages.summaries(["1"]) == [GroupSummary("1", None, 0)]
 
 
 @pytest.mark.gen_test
 async def test_summaries_give_newest_and_total_in_the_given_order(backend):
     await backend.messages.append(msg("1", T0, "a", group="g1"), 600)
-    await backend.messages.append(msg("2", T0 + 1, "b", group="g1"), 600)
-    await backend.messages.append(msg("3", T0 + 2, "c", group="g2"), 600)
+    b = await store(backend, msg("2", T0 + 1, "b", group="g1"))
+    c = await store(backend, msg("3", T0 + 2, "c", group="g2"))
     summaries = await backend.messages.summaries(["g2", "empty", "g1"])
-    assert summaries == [
-        GroupSummary("g2", msg("3", T0 + 2, "c", group="g2"), 1),
-        GroupSummary("empty", None, 0),
-        GroupSummary("g1", msg("2", T0 + 1, "b", group="g1"), 2),
-    ]
+    assert summaries == [GroupSummary("g2", c, 1), GroupSummary("empty", None, 0), GroupSummary("g1", b, 2)]
 
 
 @pytest.mark.gen_test
@@ -238,8 +240,7 @@ async def fill_fast(backend, count: int, group: str = "1") -> list[Message]:
 
         await backend.raw.rpush(f"gml:{group}", *(encode_message(m) for m in messages))
     else:
-        for message in messages:
-            await backend.messages.append(message, 600)
+        messages = [await store(backend, message) for message in messages]
     return messages
 
 
@@ -248,17 +249,16 @@ async def test_an_anchor_older_than_the_window_is_found_where_its_time_places_it
     messages = await fill_fast(backend, 3000)
     anchor = messages[700]
     assert await backend.messages.before("1", anchor.user_id, anchor.ts, 3, 50) == messages[697:700]
-    removed = await backend.messages.remove("1", anchor.user_id, anchor.ts, 50)
-    assert removed == anchor
+    removed = await backend.messages.remove(RecallTarget("1", anchor.user_id, ts=anchor.ts), 50, 600, 100)
+    assert (removed.user_id, removed.ts) == (anchor.user_id, anchor.ts)
     assert (await backend.messages.newest("1", 0)).total == 2999
-    assert await backend.messages.range("1", 699, 700, 10) == [messages[699], messages[701]]
+    assert [m.info for m in await backend.messages.range("1", 699, 700, 10)] == ["m699", "m701"]
 
 
 @pytest.mark.gen_test
 async def test_the_search_is_bounded_a_message_far_out_of_time_order_is_not_found(backend):
     messages = await fill_fast(backend, 1000)
-    stray = msg("9", T0 + 5, "out of order")  # stamped near the start, stored at the end of a long list
-    await backend.messages.append(stray, 600)
+    stray = await store(backend, msg("9", T0 + 5, "out of order"))  # stamped near the start, stored last
     await backend.messages.append(msg("1", T0 + 5000, "newest"), 600)
     for _ in range(60):
         await backend.messages.append(msg("2", T0 + 6000, "filler"), 600)

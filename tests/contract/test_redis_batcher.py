@@ -13,7 +13,7 @@ import redis.exceptions
 from fastim.domain.errors import StorageUnavailable
 from fastim.infrastructure.redis.batcher import CommandBatcher, LuaScript
 from fastim.infrastructure.redis.client import make_client
-from fastim.infrastructure.redis.pipeline import PipelinedConnection
+from fastim.infrastructure.redis.pipeline import CommandInFlight, PipelinedConnection
 from fastim.infrastructure.redis.repositories import RedisMembershipRepository
 
 
@@ -165,14 +165,37 @@ async def test_a_server_that_never_answers_times_out_as_storage_unavailable():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    connection = PipelinedConnection(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", reply_timeout=0.2)
+    connection = PipelinedConnection(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", connect_timeout=0.2)
     memberships = RedisMembershipRepository(None, connection)
     try:
-        with pytest.raises(StorageUnavailable, match="no reply"):
+        with pytest.raises(StorageUnavailable, match="no connection to Redis within 0.2 s"):
             await asyncio.wait_for(memberships.groups_of("u"), 5)
     finally:
         await connection.aclose()
         listener.close()
+
+
+async def answers_time_then_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A Redis that introduces itself (its TIME) and then stops answering, as a stalled one does."""
+    await reader.readuntil(b"TIME\r\n")
+    writer.write(b"*2\r\n$10\r\n1700000000\r\n$6\r\n250000\r\n")
+    await reader.read()  # whatever comes next goes unanswered
+
+
+@pytest.mark.gen_test
+async def test_commands_a_stalled_server_never_answers_fail_as_in_flight_after_the_reply_timeout():
+    server = await asyncio.start_server(answers_time_then_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = PipelinedConnection(f"redis://127.0.0.1:{port}/0", reply_timeout=0.2)
+    memberships = RedisMembershipRepository(None, connection)
+    try:
+        with pytest.raises(StorageUnavailable, match="no reply") as failed:
+            await asyncio.wait_for(memberships.groups_of("u"), 5)
+        assert isinstance(failed.value.__cause__, CommandInFlight)  # it was sent: it may have run
+        assert connection.clock_offset_ms < -1_000_000  # that server's clock says 2023
+    finally:
+        await connection.aclose()
+        server.close()
 
 
 @pytest.mark.gen_test

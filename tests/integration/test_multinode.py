@@ -85,7 +85,7 @@ async def chat(sockets, node, group, user) -> Client:
     client = await Client.connect(node.base_url, f"/group/chat/{group}/{user}/any")
     sockets.append(client)
     snapshot = await client.json()
-    assert set(snapshot) == {"list", "total"}, snapshot
+    assert list(snapshot) == ["list", "total", "seq", "epoch"], snapshot
     return client
 
 
@@ -134,14 +134,15 @@ async def test_a_message_sent_on_a_reaches_b_and_the_sender_and_is_stored(nodes,
 
     assert mine == theirs
     received = json.loads(mine)
-    assert list(received) == ["groupId", "userId", "info", "ts"]
-    assert received == message(group, "1", "hello across nodes", received["ts"])
+    assert list(received) == ["groupId", "userId", "info", "ts", "id", "seq"]  # fast-im's keys first
+    epoch = plain.hget(f"fastim:stream:{group}", "epoch")
+    assert received == {**message(group, "1", "hello across nodes", received["ts"]), "id": f"{epoch}-1", "seq": 1}
     assert isinstance(received["ts"], int) and before <= received["ts"] <= after
     assert plain.lrange(f"gml:{group}", 0, -1) == [mine]
-    assert plain.ttl(f"gml:{group}") > 0
+    assert plain.ttl(f"gml:{group}") > 0 and plain.ttl(f"fastim:stream:{group}") > 0
     late = await Client.connect(b.base_url, f"/group/chat/{group}/3/any")
     sockets.append(late)
-    assert await late.json() == {"list": [received], "total": 1}
+    assert await late.json() == {"list": [received], "total": 1, "seq": 1, "epoch": epoch}
 
 
 @pytest.mark.gen_test(timeout=15)
@@ -248,7 +249,8 @@ async def test_a_recall_on_a_reaches_chat_sockets_on_b_and_is_a_change_for_list_
     status, body = await api.post("/group/delMessage", {"groupId": group, "ts": oops["ts"]}, user="9")
     assert (status, body["code"]) == (200, 200), body
 
-    expected = {"event": "recall", "groupId": group, "userId": "9", "ts": oops["ts"]}
+    expected = {"event": "recall", "groupId": group, "userId": "9", "ts": oops["ts"], "id": oops["id"], "seq": 3,
+                "epoch": oops["id"].split("-")[0]}
     for client in (watcher, author):
         text = await client.text()
         assert json.loads(text) == expected and list(json.loads(text)) == list(expected)

@@ -40,14 +40,17 @@ async def test_on_open_the_newest_messages_come_as_objects_oldest_first_with_the
     snapshot = await client.json()
     assert [m["info"] for m in snapshot["list"]] == ["0-hello", "1-hello", "2-hello"]
     assert snapshot["total"] == 3
-    assert list(snapshot["list"][0]) == ["groupId", "userId", "info", "ts"]
+    assert list(snapshot) == ["list", "total", "seq", "epoch"]  # fast-im's two keys first
+    assert list(snapshot["list"][0]) == ["groupId", "userId", "info", "ts", "id", "seq"]
     assert snapshot["list"][0]["groupId"] == "1" and isinstance(snapshot["list"][0]["ts"], int)
+    assert [m["seq"] for m in snapshot["list"]] == [1, 2, 3] and snapshot["seq"] == 3
+    assert [m["id"] for m in snapshot["list"]] == [f"{snapshot['epoch']}-{seq}" for seq in (1, 2, 3)]
 
 
 @pytest.mark.gen_test
 async def test_an_empty_group_opens_with_an_empty_list(node):
     client = await node.chat("1", "7")
-    assert await client.json() == {"list": [], "total": 0}
+    assert await client.json() == {"list": [], "total": 0, "seq": 0, "epoch": ""}
 
 
 class TestListNum:
@@ -70,8 +73,9 @@ async def test_a_sent_frame_is_stored_and_comes_back_to_every_socket_sender_incl
     other = await node.joined("1", "2")
     await sender.send("im hello")
     mine, theirs = await sender.json(), await other.json()
-    assert mine == theirs == {"groupId": "1", "userId": "1", "info": "im hello", "ts": clock.now_ms()}
     page = await node.container.messages().latest("1")
+    assert mine == theirs == {"groupId": "1", "userId": "1", "info": "im hello", "ts": clock.now_ms(),
+                              "id": f"{page.epoch}-1", "seq": 1}
     assert [m.info for m in page.messages] == ["im hello"]
 
 
@@ -126,7 +130,9 @@ async def test_a_recall_is_pushed_to_the_groups_sockets(node):
     await node.api.login("1")
     _, body = await node.api.post("/group/delMessage", {"groupId": "1", "ts": sent["ts"]}, user="1")
     assert body["code"] == 200
-    assert await client.json() == {"event": "recall", "groupId": "1", "userId": "1", "ts": sent["ts"]}
+    epoch = sent["id"].split("-")[0]
+    assert await client.json() == {"event": "recall", "groupId": "1", "userId": "1", "ts": sent["ts"],
+                                   "id": sent["id"], "seq": 2, "epoch": epoch}
 
 
 @pytest.mark.gen_test
@@ -153,7 +159,7 @@ class TestLoginAuth:
     async def test_a_valid_token_opens_the_room(self, node):
         token = await node.api.login("1")
         client = await node.chat("1", "1", token)
-        assert await client.json() == {"list": [], "total": 0}
+        assert (await client.json())["list"] == []
 
 
 class TestWithoutAutoJoin:
@@ -173,7 +179,7 @@ class TestWithoutAutoJoin:
         await node.api.login("1")
         await node.api.post("/user/joinGroup", {"groupId": "1"}, user="1")
         client = await node.chat("1", "1")
-        assert await client.json() == {"list": [], "total": 0}
+        assert (await client.json())["list"] == []
 
 
 @pytest.mark.gen_test

@@ -42,7 +42,7 @@ async def test_on_open_each_joined_group_comes_with_its_newest_message_and_total
     entries = by_group(await client.json())
     assert entries["1"] == {
         "groupId": "1",
-        "newMessage": {"groupId": "1", "userId": "y", "info": "second", "ts": newest.ts},
+        "newMessage": {"groupId": "1", "userId": "y", "info": "second", "ts": newest.ts, "id": newest.id, "seq": 2},
         "total": 2,
     }
     assert entries["2"] == {"groupId": "2", "newMessage": None, "total": 0}
@@ -97,7 +97,7 @@ async def test_a_recall_is_a_change(container, api, base_url, clock):
     sent = await container.messages().post("1", "u", "oops")
     client = await group_list(base_url, "u")
     assert by_group(await client.json())["1"]["total"] == 1
-    await container.messages().recall("1", "u", sent.ts)
+    await container.messages().recall("1", "u", ts=sent.ts)
     entries = by_group(await client.json(timeout=RATE + 1))
     assert entries["1"] == {"groupId": "1", "newMessage": None, "total": 0}
 

@@ -10,6 +10,7 @@ from dependency_injector import providers
 
 from fastim.container import build_container
 from fastim.domain.errors import AuthenticationFailed
+from fastim.domain.model import Appended
 from fastim.infrastructure.memory.repositories import MemoryMessageRepository
 from fastim.infrastructure.redis.repositories import RedisMessageRepository
 from tests.settings_factory import make_settings
@@ -46,7 +47,7 @@ class RecordingRepository:
 
     async def append(self, message, ttl_seconds, max_length=0):
         self.appended.append((message, ttl_seconds, max_length))
-        return len(self.appended)
+        return Appended(message, len(self.appended))
 
 
 @pytest.mark.gen_test

@@ -39,7 +39,7 @@ class FakeSocket:
 
 async def live_socket(max_window_s: float, cost: float) -> tuple[Hub, MemoryBroker, FakeSocket]:
     clock, broker = ManualClock(), MemoryBroker()
-    messages = Messages(MemoryMessageRepository(clock), broker, clock, message_timeout=60, list_num=0,
+    messages = Messages(MemoryMessageRepository(clock, broker), clock, message_timeout=60, list_num=0,
                         recall_time_limit=60)
     hub = Hub(broker, messages, Metrics(broker), clock, max_window_s=max_window_s)
     socket = FakeSocket(cost)

@@ -214,12 +214,11 @@ async def test_max_groups_refuses_one_more_but_not_a_rejoin_and_leaving_makes_ro
 @pytest.mark.gen_test
 async def test_history_reads_are_clipped_to_the_page_and_say_so():
     clock = ManualClock()
-    repository = MemoryMessageRepository(clock)
-    messages = Messages(repository, MemoryBroker(), clock, message_timeout=600, list_num=5, recall_time_limit=120,
+    repository = MemoryMessageRepository(clock, MemoryBroker())
+    messages = Messages(repository, clock, message_timeout=600, list_num=5, recall_time_limit=120,
                         history_page_max=10)
-    stored = [Message("g", "u", f"m{i}", clock.now_ms() + i) for i in range(25)]
-    for message in stored:
-        await repository.append(message, 600)
+    stored = [(await repository.append(Message("g", "u", f"m{i}", clock.now_ms() + i), 600)).message
+              for i in range(25)]
     page = await messages.range("g", 0, -1)
     assert page.messages == stored[:10] and page.clipped
     page = await messages.range("g", -10, -1)

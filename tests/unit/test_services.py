@@ -39,23 +39,24 @@ def broker():
 
 
 @pytest.fixture
-def repository(clock):
-    return MemoryMessageRepository(clock)
+def repository(clock, broker):
+    return MemoryMessageRepository(clock, broker)
 
 
 def make_messages(repository, broker, clock, **overrides):
     options = dict(message_timeout=600, list_num=3, recall_time_limit=120, history_max=0)
     options.update(overrides)
-    return Messages(repository, broker, clock, **options)
+    return Messages(repository, clock, **options)
 
 
 @pytest.mark.gen_test
-async def test_post_stores_then_publishes_a_message_stamped_by_the_clock(repository, broker, clock):
+async def test_post_stores_and_announces_a_message_stamped_by_the_clock_with_its_seq_and_id(repository, broker, clock):
     messages = make_messages(repository, broker, clock)
     published = []
     await broker.subscribe("g", lambda group_id, event: published.append(event))
     message = await messages.post("g", "u", "hello")
-    assert message == Message("g", "u", "hello", clock.now_ms())
+    epoch = (await repository.newest("g", 0)).epoch
+    assert message == Message("g", "u", "hello", clock.now_ms(), seq=1, id=f"{epoch}-1")
     assert published == [message]
     assert (await repository.newest("g", 5)).messages == [message]
 
@@ -86,9 +87,21 @@ async def test_recall_inside_the_window_removes_and_announces(repository, broker
     await broker.subscribe("g", lambda group_id, event: published.append(event))
     sent = await messages.post("g", "u", "oops")
     clock.advance(120)  # exactly at the edge of the window: still allowed
-    assert await messages.recall("g", "u", sent.ts) == Recall("g", "u", sent.ts)
-    assert published[-1] == Recall("g", "u", sent.ts)
+    epoch = (await repository.newest("g", 0)).epoch
+    recall = Recall("g", "u", sent.ts, id=sent.id, seq=2, epoch=epoch)
+    assert await messages.recall("g", "u", ts=sent.ts) == recall
+    assert published[-1] == recall
     assert (await messages.latest("g")).total == 0
+
+
+@pytest.mark.gen_test
+async def test_recall_by_id_tells_apart_messages_of_the_same_millisecond(repository, broker, clock):
+    messages = make_messages(repository, broker, clock)
+    twins = [await messages.post("g", "u", f"twin {i}") for i in range(5)]
+    assert len({twin.id for twin in twins}) == 5 and len({twin.ts for twin in twins}) == 1
+    recall = await messages.recall("g", "u", message_id=twins[2].id)
+    assert recall.id == twins[2].id
+    assert [m.info for m in (await messages.latest("g")).messages] == ["twin 1", "twin 3", "twin 4"]
 
 
 @pytest.mark.gen_test
@@ -97,7 +110,7 @@ async def test_recall_after_the_window_is_refused_and_the_message_kept(repositor
     sent = await messages.post("g", "u", "too late")
     clock.advance(120.001)
     with pytest.raises(RecallWindowExpired):
-        await messages.recall("g", "u", sent.ts)
+        await messages.recall("g", "u", ts=sent.ts)
     assert (await messages.latest("g")).total == 1
 
 
@@ -106,7 +119,7 @@ async def test_recall_of_another_users_message_is_not_found_and_keeps_it(reposit
     messages = make_messages(repository, broker, clock)
     sent = await messages.post("g", "author", "mine")
     with pytest.raises(MessageNotFound):
-        await messages.recall("g", "someone-else", sent.ts)
+        await messages.recall("g", "someone-else", ts=sent.ts)
     assert (await messages.latest("g")).messages == [sent]
 
 
@@ -114,7 +127,7 @@ async def test_recall_of_another_users_message_is_not_found_and_keeps_it(reposit
 async def test_recall_of_a_message_that_does_not_exist(repository, broker, clock):
     messages = make_messages(repository, broker, clock)
     with pytest.raises(MessageNotFound):
-        await messages.recall("g", "u", clock.now_ms())
+        await messages.recall("g", "u", ts=clock.now_ms())
 
 
 @pytest.mark.gen_test
@@ -209,14 +222,3 @@ async def test_socket_rule_follows_login_auth(clock):
         await guarded.authorize_socket("1", "anything")
     token = await guarded.login("1", "pw")
     await guarded.authorize_socket("1", token)
-
-
-@pytest.mark.gen_test
-async def test_missed_gives_what_came_after_the_last_delivery_except_what_was_seen(repository, broker, clock):
-    messages = make_messages(repository, broker, clock)
-    first = await messages.post("g", "u", "seen")
-    twin = await messages.post("g", "v", "same millisecond, not seen")
-    clock.advance(0.005)
-    later = await messages.post("g", "u", "later")
-    assert await messages.missed("g", first.ts, {first}) == [twin, later]
-    assert await messages.missed("g", later.ts + 1) == []

@@ -46,6 +46,7 @@ DEFAULTS = {
         "ping_timeout": 20.0,
         "history_page_max": 200,
         "max_groups_per_user": 1000,
+        "recover_max": 1000,
     },
     "auth": {"login_failures_per_ip": 30, "login_failures_per_user": 10, "login_failure_window": 300.0},
 }
@@ -228,6 +229,7 @@ def test_choices_are_case_insensitive():
         ("im", "ping_timeout", "86401", "less than or equal to 86400"),
         ("im", "history_page_max", "0", "greater than or equal to 1"),
         ("im", "max_groups_per_user", "-1", "greater than or equal to 0"),
+        ("im", "recover_max", "0", "greater than or equal to 1 and less than or equal to 100000"),
         ("auth", "login_failures_per_ip", "-1", "greater than or equal to 0"),
         ("auth", "login_failures_per_user", "ten", "Not a valid integer."),
         ("auth", "login_failure_window", "0", "Must be greater than 0."),

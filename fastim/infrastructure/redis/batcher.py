@@ -25,6 +25,8 @@ class LuaScript:
 class Commands(Protocol):
     """What the adapters send their commands through; replies are RESP2 values, strings decoded."""
 
+    clock_offset_ms: int  # Redis's clock less ours, in ms (0 when not measured)
+
     async def execute(self, *args: Any) -> Any: ...
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any: ...
@@ -50,6 +52,8 @@ class CommandBatcher:
     at the end of the turn it was issued in. Replies come back in order, and a
     failing command fails only its own caller.
     """
+
+    clock_offset_ms = 0  # the tests' clocks: Redis (or fakeredis) runs beside them
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client

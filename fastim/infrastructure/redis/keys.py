@@ -7,8 +7,11 @@ TOKEN_PREFIX = "login:"
 MESSAGES_PREFIX = "gml:"
 MEMBERSHIP_PREFIX = "ugs:"
 CHANNEL_PREFIX = "mq:"
-# Our own addition: node-to-node notices (a user's token changed). No fast-im key has this name.
+# Our own additions, under a prefix no fast-im key has: node-to-node notices (a user's token
+# changed), each group's stream (its epoch and latest seq) and its recent recall events.
 NOTICES_CHANNEL = "fastim:notices"
+STREAM_PREFIX = "fastim:stream:"
+RECALLS_PREFIX = "fastim:recalls:"
 
 
 def token(user_id: str) -> str:
@@ -19,6 +22,16 @@ def token(user_id: str) -> str:
 def messages(group_id: str) -> str:
     """The list of the group's messages, oldest first."""
     return f"{MESSAGES_PREFIX}{group_id}"
+
+
+def stream(group_id: str) -> str:
+    """The hash holding the epoch and the latest seq of the group's stream."""
+    return f"{STREAM_PREFIX}{group_id}"
+
+
+def recalls(group_id: str) -> str:
+    """The list of the group's newest recall events, oldest first."""
+    return f"{RECALLS_PREFIX}{group_id}"
 
 
 def memberships(user_id: str) -> str:

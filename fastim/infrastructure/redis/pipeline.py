@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 # The client.py values: a connection attempt and a silent server are given up on after these.
 CONNECT_TIMEOUT_SECONDS = 2.0
 REPLY_TIMEOUT_SECONDS = 5.0
+
+
+class CommandInFlight(RedisConnectionError):
+    """The connection failed after the command was written: Redis may or may not have run it."""
 
 
 def _reply_error(message: str) -> Exception:
@@ -91,7 +96,7 @@ class _Protocol(asyncio.Protocol):
         waiting, self._waiting = self._waiting, deque()
         for future in waiting:
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(CommandInFlight(str(exc)))  # written: it may have run
         self._on_lost(self)
 
 
@@ -122,6 +127,9 @@ class PipelinedConnection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._answered_at_check = 0
         self._closed = False
+        # Redis's clock less ours, in ms, read when the connection opened: deadlines a script
+        # checks against Redis's TIME are stated in Redis's clock.
+        self.clock_offset_ms = 0
 
     async def execute(self, *args: Any) -> Any:
         if self._closed:
@@ -232,20 +240,23 @@ class PipelinedConnection:
         return context
 
     async def _introduce(self, protocol: _Protocol) -> None:
-        """AUTH and SELECT as the URL asks, before any queued command."""
-        commands = []
+        """AUTH and SELECT as the URL asks, before any queued command; then Redis's clock, against ours."""
+        commands: list[tuple[Any, ...]] = []
         password, username = self._options.get("password"), self._options.get("username")
         if password:
             commands.append(("AUTH", username, password) if username else ("AUTH", password))
         if self._options.get("db"):
             commands.append(("SELECT", self._options["db"]))
-        if not commands:
-            return
+        commands.append(("TIME",))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
+        sent = time.time()
         protocol.send(b"".join(hiredis.pack_command(command) for command in commands), futures)
         for future in futures:
             await future
+        seconds, microseconds = futures[-1].result()
+        local_ms = (sent + time.time()) / 2 * 1000  # the middle of the round trip
+        self.clock_offset_ms = round(int(seconds) * 1000 + int(microseconds) / 1000 - local_ms)
 
     def _lost(self, protocol: _Protocol) -> None:
         if protocol is self._protocol:

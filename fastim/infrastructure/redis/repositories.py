@@ -3,27 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import secrets
+import time
 from collections.abc import Iterable
 
 import redis.asyncio as redis
 
-from fastim.domain.codec import InvalidPayload, decode_message, encode_message
-from fastim.domain.model import GroupSummary, Joined, Message, Page
+from fastim.domain.codec import InvalidPayload, decode_event, decode_message, encode_event, encode_message
+from fastim.domain.errors import OutcomeUnknown, RecallWindowExpired, StorageUnavailable
+from fastim.domain.model import (
+    Appended,
+    Event,
+    GroupSummary,
+    Joined,
+    Message,
+    Page,
+    Recall,
+    RecallTarget,
+    Tail,
+    message_id,
+)
 from fastim.infrastructure.redis import keys, scripts
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+from fastim.infrastructure.redis.pipeline import CommandInFlight
+from fastim.infrastructure.streams import EPOCH_BYTES, accounted_tail
 
 logger = logging.getLogger(__name__)
 
 # A readiness probe must answer within a load balancer's patience.
 PING_TIMEOUT_SECONDS = 2.0
+# An append not run by Redis within this of being sent is refused by the script: a Redis that
+# stalls longer turns sends into honest "not sent" answers instead of late, unannounced stores.
+APPEND_DEADLINE_MS = 3000
+# Past the deadline, this much more for clocks read at slightly different moments.
+SETTLE_MARGIN_S = 0.5
 
 _APPEND = LuaScript(scripts.APPEND)
 _NEWEST = LuaScript(scripts.NEWEST)
 _BEFORE = LuaScript(scripts.BEFORE)
 _REMOVE = LuaScript(scripts.REMOVE)
+_FIND = LuaScript(scripts.FIND)
+_TAIL = LuaScript(scripts.TAIL)
 _RANGE = LuaScript(scripts.RANGE)
 _JOIN = LuaScript(scripts.JOIN)
 _CHECK_AND_RENEW_TOKEN = LuaScript(scripts.CHECK_AND_RENEW_TOKEN)
@@ -33,30 +57,66 @@ _JOINED = {1: Joined.ADDED, 0: Joined.ALREADY, -1: Joined.FULL}
 
 
 class RedisMessageRepository:
-    """Each group's messages as a JSON-string list ``gml:{groupId}``, oldest first."""
+    """Each group's messages as a JSON-string list ``gml:{groupId}``, oldest first, numbered by its stream.
+
+    The stream (``fastim:stream:{groupId}``: epoch, latest seq) and the newest
+    recall events (``fastim:recalls:{groupId}``) are keys of our own beside
+    fast-im's. Appends and recalls run as scripts that number, store and
+    publish in one step.
+    """
 
     def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
         self._client = client
         self._batcher = batcher or CommandBatcher(client)
 
-    async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> int:
-        key = keys.messages(message.group_id)
-        with storage_errors(f"append to {key}"):
-            total = await self._batcher.run(
-                _APPEND, [key], [encode_message(message), ttl_seconds, max(max_length, 0)]
-            )
-        return int(total)
+    async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> Appended:
+        group_id = message.group_id
+        key = keys.messages(group_id)
+        # Stated in Redis's clock: past it the script refuses, so an append whose answer we stop
+        # waiting for cannot be stored later.
+        deadline = time.time_ns() // 1_000_000 + self._batcher.clock_offset_ms + APPEND_DEADLINE_MS
+        args = [encode_message(message), ttl_seconds, max(max_length, 0), new_epoch(), deadline, keys.channel(group_id)]
+        try:
+            with storage_errors(f"append to {key}"):
+                reply = await self._batcher.run(_APPEND, [key, keys.stream(group_id)], args)
+        except StorageUnavailable as exc:
+            if isinstance(exc.__cause__, CommandInFlight):
+                settle = (deadline - self._batcher.clock_offset_ms) / 1000 - time.time() + SETTLE_MARGIN_S
+                raise OutcomeUnknown(f"{exc}; it may have been stored", settle_after=max(0.0, settle)) from exc
+            raise
+        if int(reply[0]) < 0:
+            raise StorageUnavailable(f"append to {key} came too late to Redis and was not stored")
+        seq, epoch, total = int(reply[0]), str(reply[1]), int(reply[2])
+        return Appended(dataclasses.replace(message, seq=seq, id=message_id(epoch, seq)), total)
+
+    async def find(self, draft: Message, window: int) -> Message | None:
+        key = keys.messages(draft.group_id)
+        with storage_errors(f"look for a message in {key}"):
+            item = await self._batcher.run(_FIND, [key], [draft.user_id, str(draft.ts), max(window, 1)])
+        found = _decode_all(key, [item] if item is not None else [])
+        return found[0] if found and found[0].info == draft.info else None
 
     async def newest(self, group_id: str, count: int) -> Page:
         key = keys.messages(group_id)
-        if count <= 0:
-            # LRANGE -0 -1 would be the whole list, so ask only for the total.
-            with storage_errors(f"read the length of {key}"):
-                total = await self._batcher.execute("LLEN", key)
-            return Page(messages=[], total=int(total))
         with storage_errors(f"read the newest messages of {key}"):
-            items, total = await self._batcher.run(_NEWEST, [key], [count])
-        return Page(messages=_decode_all(key, items), total=int(total))
+            items, total, seq, epoch = await self._batcher.run(
+                _NEWEST, [key, keys.stream(group_id)], [max(count, 0)]
+            )
+        return Page(messages=_decode_all(key, items), total=int(total), seq=int(seq), epoch=str(epoch))
+
+    async def tail(self, group_id: str, since: int, limit: int) -> Tail:
+        key = keys.messages(group_id)
+        with storage_errors(f"read the events of {key} after {since}"):
+            seq, epoch, total, items, recall_items = await self._batcher.run(
+                _TAIL, [key, keys.stream(group_id), keys.recalls(group_id)], [since, max(limit, 0)]
+            )
+        seq, epoch, total = int(seq), str(epoch), int(total)
+        count = seq - since
+        if count <= 0 or count > limit:
+            return Tail([], seq, epoch, complete=count == 0, total=total)
+        recalls = [event for event in _decode_events(key, recall_items) if isinstance(event, Recall)]
+        events, complete = accounted_tail(_decode_all(key, items), recalls, since, seq, epoch)
+        return Tail(events, seq, epoch, complete, total)
 
     async def range(self, group_id: str, start: int, end: int, limit: int) -> list[Message]:
         key = keys.messages(group_id)
@@ -72,19 +132,26 @@ class RedisMessageRepository:
             return None
         return _decode_all(key, items)
 
-    async def remove(self, group_id: str, user_id: str, ts: int, window: int) -> Message | None:
+    async def remove(self, target: RecallTarget, window: int, ttl_seconds: int, keep_recalls: int) -> Recall | None:
+        group_id = target.group_id
         key = keys.messages(group_id)
-        with storage_errors(f"remove a message from {key}"):
-            item = await self._batcher.run(_REMOVE, [key], [user_id, str(ts), max(window, 1)])
-        if item is None:
+        prefix = encode_event(Recall(group_id, target.user_id, 0))  # {"event":"recall",...,"ts":0}
+        prefix = prefix[: prefix.rindex(',"ts":')]  # the script adds ts, id, seq and epoch
+        by, value = ("id", target.id) if target.id is not None else ("ts", str(target.ts))
+        args = [by, target.user_id, value, max(window, 1), target.not_before_ms, ttl_seconds, max(keep_recalls, 1),
+                new_epoch(), keys.channel(group_id), prefix]
+        with storage_errors(f"recall a message of {key}"):
+            reply = await self._batcher.run(_REMOVE, [key, keys.stream(group_id), keys.recalls(group_id)], args)
+        if int(reply[0]) == 0:
             return None
+        if int(reply[0]) < 0:
+            raise RecallWindowExpired("the message is older than the recall window")
         try:
-            return decode_message(item)
-        except InvalidPayload as exc:
-            # The script matched group, author and time but the element is not
-            # quite our format (say a float userId); it is gone all the same.
-            logger.warning("removed a malformed message from %s: %s", key, exc)
-            return Message(group_id=group_id, user_id=user_id, info="", ts=ts)
+            event = decode_event(reply[2])
+        except InvalidPayload as exc:  # the script writes it: a message of a shape the codec refuses
+            logger.warning("recalled a message of %s whose recall event does not decode: %s", key, exc)
+            return Recall(group_id, target.user_id, target.ts or 0, id=target.id)
+        return event if isinstance(event, Recall) else None
 
     async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:
         ids = list(group_ids)
@@ -193,6 +260,21 @@ class RedisStorage:
         except Exception:
             logger.exception("redis ping failed unexpectedly")
             return False
+
+
+def new_epoch() -> str:
+    """An epoch for a stream that may start with this call (the script keeps an existing one)."""
+    return secrets.token_hex(EPOCH_BYTES)
+
+
+def _decode_events(key: str, items: Iterable[str]) -> list[Event]:
+    events = []
+    for item in items:
+        try:
+            events.append(decode_event(item))
+        except InvalidPayload as exc:
+            logger.warning("skipping an entry of %s that is not an event: %s", key, exc)
+    return events
 
 
 def _decode_all(key: str, items: Iterable[str]) -> list[Message]:

@@ -97,15 +97,118 @@ end
 return redis.call('LRANGE', KEYS[1], math.max(0, index - count), index - 1)
 """
 
-# KEYS[1] = gml:{groupId}; ARGV = user_id, ts, window.
-# Removes the element found and returns it, or false when none. The element is
-# first overwritten with a marker no message can equal, then LREM removes the
-# first marker counted from the nearer end: only the element found goes, and
-# Redis walks at most half the list, in C.
-REMOVE = _FIND_ANCHOR + """
-local index, item = find_anchor(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
+# The stream of a group: a hash (fastim:stream:{groupId}) with its epoch and latest seq. The
+# first event of a stream creates it with the epoch the node proposes; its seq counts every event.
+_STREAM = """
+local function next_seq(stream, epoch_candidate, ttl)
+  local epoch = redis.call('HGET', stream, 'epoch')
+  if not epoch then
+    epoch = epoch_candidate
+    redis.call('HSET', stream, 'epoch', epoch)
+  end
+  local seq = redis.call('HINCRBY', stream, 'seq', 1)
+  if ttl > 0 then
+    redis.call('EXPIRE', stream, ttl)
+  else
+    redis.call('PERSIST', stream)
+  end
+  return seq, epoch
+end
+
+local function seq_of(item)
+  if not item then
+    return nil
+  end
+  local seq = string.match(item, '"seq":(%d+)}$')
+  return seq and tonumber(seq)
+end
+"""
+
+# KEYS[1] = gml:{groupId}, KEYS[2] = its stream;
+# ARGV = message JSON (without id and seq), ttl_seconds, max_length, epoch candidate,
+#        deadline (Redis time, ms; 0: none), channel.
+# Past the deadline nothing happens ({-1}): a node that stopped waiting for the answer told its
+# client the message was not sent, and it must never be stored later. Otherwise the message takes
+# the stream's next seq, gets "id" ({epoch}-{seq}) and "seq" as its last keys, is appended (the
+# list's TTL renewed, trimmed to max_length when positive) and published on the group's channel
+# in the same step, so subscribers receive the group's events in seq order. Returns
+# {seq, epoch, length}.
+APPEND = _STREAM + """
+local deadline = tonumber(ARGV[5])
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return {-1}
+  end
+end
+local ttl = tonumber(ARGV[2])
+local seq, epoch = next_seq(KEYS[2], ARGV[4], ttl)
+local item = string.sub(ARGV[1], 1, -2) .. ',"id":"' .. epoch .. '-' .. seq .. '","seq":' .. seq .. '}'
+redis.call('RPUSH', KEYS[1], item)
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+end
+local max_length = tonumber(ARGV[3])
+if max_length > 0 then
+  redis.call('LTRIM', KEYS[1], -max_length, -1)
+end
+redis.call('PUBLISH', ARGV[6], item)
+return {seq, epoch, redis.call('LLEN', KEYS[1])}
+"""
+
+# KEYS[1] = gml:{groupId}, KEYS[2] = its stream, KEYS[3] = its recall events (fastim:recalls:{groupId});
+# ARGV = "ts" or "id", user_id, ts or id, window, not_before_ms, ttl_seconds, keep_recalls,
+#        epoch candidate, channel, the recall event's JSON up to its userId.
+# Finds the user's message by (user_id, ts) as BEFORE does, or by id (its seq, by a binary search:
+# the list is appended in seq order), removes it, and records and publishes the recall event, a
+# stream event with its own seq, in one step. {0}: not found; {-1}: older than not_before_ms;
+# {1, the removed message, the recall event}. The element is first overwritten with a marker no
+# message can equal, then LREM removes the marker counted from the nearer end: Redis walks at most
+# half the list, in C.
+REMOVE = _FIND_ANCHOR + _STREAM + """
+local function find_by_id(key, stream, user_id, id)
+  local epoch, wanted = string.match(id, '^(.+)%-(%d+)$')
+  if not epoch or redis.call('HGET', stream, 'epoch') ~= epoch then
+    return nil
+  end
+  wanted = tonumber(wanted)
+  local low, high = 0, redis.call('LLEN', key) - 1
+  while low <= high do
+    local middle = math.floor((low + high) / 2)
+    local item = redis.call('LINDEX', key, middle)
+    local seq = seq_of(item)
+    if seq == nil or seq < wanted then
+      low = middle + 1
+    elseif seq > wanted then
+      high = middle - 1
+    else
+      local ok, obj = pcall(cjson.decode, item)
+      if ok and type(obj) == 'table' and obj.id == id and tostring(obj.userId) == user_id then
+        return middle, item
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
+local index, item
+if ARGV[1] == 'id' then
+  index, item = find_by_id(KEYS[1], KEYS[2], ARGV[2], ARGV[3])
+else
+  index, item = find_anchor(KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+end
 if index == nil then
-  return false
+  return {0}
+end
+local obj = cjson.decode(item)
+if type(obj.ts) ~= 'number' then
+  return {0}
+end
+if obj.ts < tonumber(ARGV[5]) then
+  return {-1}
 end
 local marker = '\0fastim-recalled'
 redis.call('LSET', KEYS[1], index, marker)
@@ -114,7 +217,46 @@ if index < redis.call('LLEN', KEYS[1]) / 2 then
 else
   redis.call('LREM', KEYS[1], -1, marker)
 end
+local ttl = tonumber(ARGV[6])
+local seq, epoch = next_seq(KEYS[2], ARGV[8], ttl)
+local event = ARGV[10] .. ',"ts":' .. string.format('%d', obj.ts)
+if type(obj.id) == 'string' then
+  event = event .. ',"id":' .. cjson.encode(obj.id)
+end
+event = event .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+redis.call('RPUSH', KEYS[3], event)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[3], ttl)
+else
+  redis.call('PERSIST', KEYS[3])
+end
+redis.call('PUBLISH', ARGV[9], event)
+return {1, item, event}
+"""
+
+# KEYS[1] = gml:{groupId}; ARGV = user_id, ts, window.
+# The newest message (user_id, ts), searched as BEFORE does, or false.
+FIND = _FIND_ANCHOR + """
+local index, item = find_anchor(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
+if index == nil then
+  return false
+end
 return item
+"""
+
+# KEYS[1] = gml:{groupId}, KEYS[2] = its stream, KEYS[3] = its recall events; ARGV = since, limit.
+# {seq, epoch, the list's length, the newest messages, the newest recall events}: as many of each
+# as events came after since, when that is 1 to limit; none otherwise. The node keeps those after since.
+TAIL = """
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
+local total = redis.call('LLEN', KEYS[1])
+local count = seq - tonumber(ARGV[1])
+if count <= 0 or count > tonumber(ARGV[2]) then
+  return {seq, epoch, total, {}, {}}
+end
+return {seq, epoch, total, redis.call('LRANGE', KEYS[1], -count, -1), redis.call('LRANGE', KEYS[3], -count, -1)}
 """
 
 # KEYS[1] = gml:{groupId}; ARGV = start, end, limit.
@@ -179,27 +321,14 @@ end
 return 0
 """
 
-# KEYS[1] = gml:{groupId}; ARGV = message JSON, ttl_seconds, max_length.
-# Appends, renews (or, for a non-positive TTL, removes) the expiry, trims to the
-# newest max_length when it is positive, and returns the new length: one
-# command, so many sockets' appends can share one pipelined round trip.
-APPEND = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-end
-local max_length = tonumber(ARGV[3])
-if max_length > 0 then
-  redis.call('LTRIM', KEYS[1], -max_length, -1)
-end
-return redis.call('LLEN', KEYS[1])
-"""
-
-# KEYS[1] = gml:{groupId}; ARGV = count (> 0).
-# The newest count elements, oldest first, and the length, read atomically.
+# KEYS[1] = gml:{groupId}, KEYS[2] = its stream; ARGV = count (0 for none).
+# The newest count elements, oldest first, the length, and the stream's seq and epoch, read atomically.
 NEWEST = """
-return {redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1), redis.call('LLEN', KEYS[1])}
+local count = tonumber(ARGV[1])
+local items = {}
+if count > 0 then
+  items = redis.call('LRANGE', KEYS[1], -count, -1)
+end
+local stream = redis.call('HMGET', KEYS[2], 'seq', 'epoch')
+return {items, redis.call('LLEN', KEYS[1]), tonumber(stream[1] or '0'), stream[2] or ''}
 """

@@ -68,7 +68,7 @@ class ListOldMessageHandler(MessagesHandler):
 
 
 class DelMessageHandler(ApiHandler):
-    """The caller recalls their own message within the recall window."""
+    """The caller recalls their own message within the recall window, named by ``ts`` or by ``id``."""
 
     form_schema = DelMessageForm
 
@@ -78,5 +78,8 @@ class DelMessageHandler(ApiHandler):
 
     async def post(self) -> None:
         form = self.form(DelMessageForm)
-        await self.messages.recall(form["groupId"], self.caller, form["ts"])
+        if "id" in form:
+            await self.messages.recall(form["groupId"], self.caller, message_id=form["id"])
+        else:
+            await self.messages.recall(form["groupId"], self.caller, ts=form["ts"])
         self.ok(msg=MSG_RECALLED)

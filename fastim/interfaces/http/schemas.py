@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from fastim.domain.ids import ID_MAX_LENGTH, ID_PATTERN, is_valid_id
 
@@ -37,6 +37,7 @@ def identifier(name: str, **kwargs) -> fields.String:
 
 
 SAFE_INTEGER = 2**53 - 1  # exact in JavaScript clients and in Redis' Lua numbers
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{1,32}-[0-9]{1,16}$"  # {epoch}-{seq}
 
 
 def integer(name: str, minimum: int = -SAFE_INTEGER, **kwargs) -> fields.Integer:
@@ -84,8 +85,19 @@ class ListOldMessageForm(FormSchema):
 
 
 class DelMessageForm(FormSchema):
+    """fast-im names the message by ``ts`` (with the caller as author); ours may name it by ``id`` instead."""
+
     groupId = identifier("groupId")
-    ts = integer("ts", required=True, metadata={"example": 1648443134344})
+    ts = integer("ts", metadata={"example": 1648443134344})
+    id = fields.String(
+        validate=validate.Regexp(MESSAGE_ID_PATTERN, error="id must be a message id, as messages carry it"),
+        metadata={"description": "the message's id (it wins over ts)", "example": "3f9a1c2e-42"},
+    )
+
+    @validates_schema
+    def ts_or_id(self, data: dict, **kwargs) -> None:
+        if "ts" not in data and "id" not in data:
+            raise ValidationError("ts or id is required", "ts")
 
 
 class Envelope(Schema):

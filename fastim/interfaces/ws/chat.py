@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import re
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from fastim.domain.errors import JoinRefused, NotAMember, StorageUnavailable, TooManyGroups
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, Message
+from fastim.domain.model import Event
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
 from fastim.interfaces.ws.limits import TokenBucket
+from fastim.interfaces.ws.recovery import Opening, Recovery
 from fastim.interfaces.ws.transport import Transport
 
 logger = logging.getLogger(__name__)
 
 MAX_EARLY_EVENTS = 1000  # events held while the snapshot is read; a room this busy loses nothing in 1000
+MAX_SEQ = 2**53 - 1
+EPOCH_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def parse_resume(query: Mapping[str, str]) -> tuple[int | None, str | None] | None:
+    """``since`` and ``epoch`` of a chat URL's query (each may be absent); None when either is malformed."""
+    since_text, epoch = query.get("since"), query.get("epoch")
+    since = None
+    if since_text is not None:
+        if len(since_text) > 16 or not since_text.isascii() or not since_text.isdigit() or int(since_text) > MAX_SEQ:
+            return None
+        since = int(since_text)
+    if epoch is not None and not EPOCH_PATTERN.fullmatch(epoch):
+        return None
+    return since, epoch
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class ChatServices:
     messages: Messages
     groups: Groups
     limits: ChatLimits
+    recovery: Recovery
 
 
 class ChatSocket(Socket):
@@ -57,18 +75,24 @@ class ChatSocket(Socket):
         self.bucket = TokenBucket(chat.limits.rate_limit, chat.limits.rate_burst)
         super().__init__(context, transport)
 
-    async def open(self, group_id: str, user_id: str, token: str) -> None:
+    async def open(self, group_id: str, user_id: str, token: str, *, query: Mapping[str, str] | None = None) -> None:
+        """``query`` may resume: ``since`` (the seq of the last event seen) and ``epoch`` (of its stream)."""
         try:
-            await self._open(group_id, user_id, token)
+            await self._open(group_id, user_id, token, query or {})
         finally:
             self.opened = True
             if self.waiting is not None:
                 self.waiting.set_result(None)
                 self.waiting = None
 
-    async def _open(self, group_id: str, user_id: str, token: str) -> None:
+    async def _open(self, group_id: str, user_id: str, token: str, query: Mapping[str, str]) -> None:
         if not self.valid_ids(groupId=group_id, userId=user_id):
             return
+        resume = parse_resume(query)
+        if resume is None:
+            self.close(frames.CLOSE_BAD_PATH, "since must be a seq (0 or more) and epoch an epoch")
+            return
+        since, epoch = resume
         self.group_id, self.user_id = group_id, user_id
         hub = self.chat.hub
         try:
@@ -79,7 +103,7 @@ class ChatSocket(Socket):
                 return  # the client left while we checked
             self.joined = True  # before the await: join() registers us at once, on_closed must undo it
             await hub.join(group_id, self)
-            page = await self.chat.messages.latest(group_id)
+            opening = await self.chat.recovery.opening(group_id, since, epoch)
         except NotAMember:
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
             return
@@ -94,15 +118,18 @@ class ChatSocket(Socket):
             return
         if self.closed:
             return
-        self.send(frames.chat_snapshot(page))
-        self.release_early(page.messages)
+        self.send(frames.chat_opening(opening))
+        self.release_early(opening)
         hub.go_live(group_id, self)
 
-    def release_early(self, snapshot: list[Message]) -> None:
-        """Send the events that arrived while the snapshot was read, minus those it already holds."""
+    def release_early(self, opening: Opening) -> None:
+        """Send the events that arrived while the opening was read, minus those it already holds (by seq)."""
         early, self.early = self.early or [], None
-        already = set(snapshot)
-        data = b"".join(frame for event, frame in early if event not in already)
+        listed = {event for event in opening.events if event.seq is None}  # fast-im's, without seq
+        data = b"".join(
+            frame for event, frame in early
+            if (event.seq is not None and event.seq > opening.seq) or (event.seq is None and event not in listed)
+        )
         if data:
             self.write_frames(data)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastim.domain.codec import message_object
-from fastim.domain.model import GroupSummary, Page
+from fastim.domain.codec import event_object, message_object
+from fastim.domain.model import GroupSummary
+
+if TYPE_CHECKING:
+    from fastim.interfaces.ws.recovery import Opening
 
 # fast-im sends the bare text 440 (GroupListServer: sendInfo(userId, "440")) and then closes.
 LOGIN_REQUIRED_FRAME = "440"
@@ -44,9 +47,22 @@ def error_frame(code: int, msg: str) -> str:
     return _dumps({"code": code, "msg": msg})
 
 
-def chat_snapshot(page: Page) -> str:
-    """What a chat socket gets on open: ``{"list":[...oldest first...],"total":N}``."""
-    return _dumps({"list": [message_object(m) for m in page.messages], "total": page.total})
+def chat_opening(opening: Opening) -> str:
+    """What a chat socket gets on open: ``{"list":[...oldest first...],"total":N,"seq":S,"epoch":E}``.
+
+    fast-im's two keys first; then where the group's stream stands, and for a
+    client that asked to resume, whether ``list`` holds every event it missed
+    (``"recovered":true``) or, as usual, the newest messages.
+    """
+    data: dict[str, Any] = {
+        "list": [event_object(event) for event in opening.events],
+        "total": opening.total,
+        "seq": opening.seq,
+        "epoch": opening.epoch,
+    }
+    if opening.recovered is not None:
+        data["recovered"] = opening.recovered
+    return _dumps(data)
 
 
 def group_list(summaries: list[GroupSummary]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastim.domain.errors import StorageUnavailable
@@ -47,7 +48,7 @@ class GroupListSocket(Socket):
         self.pushing = False
         super().__init__(context, transport)
 
-    async def open(self, user_id: str, token: str) -> None:
+    async def open(self, user_id: str, token: str, *, query: Mapping[str, str] | None = None) -> None:
         if not self.valid_ids(userId=user_id):
             return
         self.user_id = user_id

@@ -9,12 +9,12 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from fastim.domain.codec import encode_event
-from fastim.domain.errors import StorageUnavailable
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event, Message
 from fastim.domain.ports import Broker, Clock
 from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.frames import text_frame
+from fastim.interfaces.ws.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,8 @@ class Hub:
         self._outbox: dict[str, Batch] = {}  # batches being filled, by group
         self._ready: list[str] = []  # groups whose batch goes out at the end of this loop turn
         self._next_flush: dict[str, float] = {}  # loop time before which a busy group's batch waits
-        # Per group: where live delivery stands, so a broker outage can be caught up from storage.
-        self._since: dict[str, int] = {}  # ts of the newest message delivered, or when the room opened
-        self._seen: dict[str, set[Message]] = {}  # the messages delivered that are stamped exactly _since
-        self._caught_up: dict[str, set[Message]] = {}  # delivered from storage; not again from the channel
+        # Events reach _enqueue in seq order, once, gaps filled from storage.
+        self.sequencer = Sequencer(messages, self._enqueue, metrics)
         broker.on_resume(self._catch_up)
 
     def members(self, group_id: str) -> frozenset[Member]:
@@ -118,7 +116,6 @@ class Hub:
             room = self._rooms.get(group_id)
             if room is None:
                 room = self._rooms[group_id] = set()
-                self._since[group_id] = self._clock.now_ms()
                 new.append(group_id)
             room.add(member)
             self._others.setdefault(group_id, set()).add(member)
@@ -157,45 +154,28 @@ class Hub:
         self._writers.pop(group_id, None)
         self._others.pop(group_id, None)
         self._outbox.pop(group_id, None)  # nobody left to write to; a new room starts afresh
-        self._since.pop(group_id, None)
         self._next_flush.pop(group_id, None)
-        self._seen.pop(group_id, None)
-        self._caught_up.pop(group_id, None)
+        self.sequencer.forget(group_id)
         return True
 
     async def close(self) -> None:
-        """Wait for pending unsubscribes; the broker itself is closed by the container."""
+        """Stop repairs and wait for pending unsubscribes; the broker itself is closed by the container."""
+        await self.sequencer.close()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def _catch_up(self, groups: frozenset[str]) -> None:
-        """After a broker outage, deliver from storage what was published while it was away."""
+    def _catch_up(self, groups: frozenset[str]) -> None:
+        """After a broker outage, read from storage, by seq, what each group's channel brought meanwhile."""
         for group_id in groups & self._rooms.keys():
-            try:
-                missed = await self._messages.missed(group_id, self._since[group_id], self._seen.get(group_id, ()))
-            except StorageUnavailable as exc:
-                logger.warning("cannot catch up group %s after the outage: %s", group_id, exc)
-                continue
-            if group_id not in self._rooms:
-                continue  # its last member left meanwhile
-            self._caught_up[group_id] = set(missed)
-            for message in missed:
-                self._enqueue(group_id, message)
-            if missed:
-                logger.info("caught up %d messages of group %s missed during the outage", len(missed), group_id)
+            self.sequencer.repair(group_id)
 
     def _on_event(self, group_id: str, event: Event) -> None:
-        caught_up = self._caught_up.get(group_id)
-        if caught_up and event in caught_up:
-            caught_up.discard(event)  # published before we caught up from storage: already delivered
-            return
-        self._enqueue(group_id, event)
+        if group_id in self._rooms:
+            self.sequencer.accept(group_id, event)
 
     def _enqueue(self, group_id: str, event: Event) -> None:
         if group_id not in self._rooms:
             return
-        if isinstance(event, Message):
-            self._advance(group_id, event)
         batch = self._outbox.get(group_id)
         if batch is None:
             batch = self._outbox[group_id] = Batch()
@@ -242,14 +222,6 @@ class Hub:
         for event in batch.events:
             if isinstance(event, Message):
                 self._metrics.fanout_latency.observe(max(0, now_ms - event.ts) / 1000)
-
-    def _advance(self, group_id: str, message: Message) -> None:
-        since = self._since[group_id]
-        if message.ts > since:
-            self._since[group_id] = message.ts
-            self._seen[group_id] = {message}
-        elif message.ts == since:
-            self._seen.setdefault(group_id, set()).add(message)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -39,9 +39,9 @@ def transport_limits(max_pending_bytes: int, max_message_bytes: int) -> Transpor
 
 
 class OpenSocket(Protocol):
-    """The socket a route builds on a fresh transport; ``open`` gets the path's arguments."""
+    """The socket a route builds on a fresh transport; ``open`` gets the path's arguments and the query."""
 
-    async def open(self, *path_args: str) -> None: ...
+    async def open(self, *path_args: str, query: dict[str, str]) -> None: ...
 
 
 class HandoverProtocol(tornado.websocket.WebSocketProtocol13):
@@ -81,10 +81,20 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
         except tornado.iostream.StreamClosedError:
             return  # the client left before the 101 was out
         try:
-            await self.socket_factory(transport).open(*path_args)
+            await self.socket_factory(transport).open(*path_args, query=self.query())
         except Exception:
             logger.exception("opening a socket failed: %s", self._request_summary())
             transport.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def query(self) -> dict[str, str]:
+        """The URL's query arguments, the last of each, as text (a value that is not UTF-8 is left out)."""
+        query = {}
+        for name, values in self.request.query_arguments.items():
+            try:
+                query[name] = values[-1].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        return query
 
     def _request_summary(self) -> str:
         return request_summary(self.request)  # the path's token is redacted
