@@ -52,7 +52,7 @@ def http_routes(container: Container) -> list[tuple]:
         (r"/group/listOldMessage", ListOldMessageHandler, {"http": http, "messages": messages, "groups": groups}),
         (r"/group/delMessage", DelMessageHandler, {"http": http, "messages": messages}),
         (r"/healthz", HealthHandler, {"http": http}),
-        (r"/readyz", ReadyHandler, {"http": http, "storage": container.storage()}),
+        (r"/readyz", ReadyHandler, {"http": http, "storage": container.storage(), "broker": container.broker()}),
         (r"/metrics", MetricsHandler, {"http": http, "metrics": container.metrics()}),
     ]
 

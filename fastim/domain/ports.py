@@ -173,6 +173,11 @@ ResumeListener = Callable[[frozenset[str]], Awaitable[None] | None]
 class Broker(Protocol):
     """Publish/subscribe of each group's events (``mq:{groupId}``) across nodes."""
 
+    @property
+    def healthy(self) -> bool:
+        """Whether events published anywhere reach this node now."""
+        ...
+
     async def publish(self, event: Event) -> None:
         """Deliver ``event`` to the listeners of its group on every node."""
         ...

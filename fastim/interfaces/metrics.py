@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 # 250 ms at which a live room starts to feel laggy, and beyond for outages.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable", "not_accepted")
+REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable", "unknown", "not_accepted")
 
 
 class _Reconnects(Collector):

@@ -18,6 +18,11 @@ class MemoryBroker:
     def subscribed_groups(self) -> frozenset[str]:
         return frozenset(self._listeners)
 
+    @property
+    def healthy(self) -> bool:
+        """In-process delivery cannot fail."""
+        return True
+
     async def publish(self, event: Event) -> None:
         listeners = self._listeners.get(event.group_id, ())
         await call_each(

@@ -19,6 +19,7 @@ from fastim.infrastructure.listeners import call_each
 from fastim.infrastructure.redis import keys
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class RedisBroker:
     failing listener and the loss of Redis: it reconnects with capped
     exponential backoff and subscribes again to every group that still has
     listeners. Subscription changes cost O(changed groups): only channels
-    marked dirty since the last look are compared.
+    marked dirty since the last look are compared. A :class:`Probe` checks
+    the path end to end and has a silent connection replaced.
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class RedisBroker:
         poll_seconds: float = POLL_SECONDS,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self._client = client
         self._batcher = batcher or CommandBatcher(client)
@@ -74,11 +78,23 @@ class RedisBroker:
         self._reconnects = 0
         self._resume_listeners: list[ResumeListener] = []
         self._closed = False
+        self._probe = Probe(
+            publish=lambda channel, payload: self._batcher.execute("PUBLISH", channel, payload),
+            active=lambda: self._pubsub is not None and not self._down and self._probe.channel in self._subscribed,
+            on_silence=self._silenced,
+            interval_s=probe_interval_s,
+            timeout_s=probe_timeout_s,
+        )
 
     @property
     def subscribed_groups(self) -> frozenset[str]:
         """The groups whose channel is subscribed on Redis right now."""
         return _groups_of(self._subscribed)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether events reach this node: the connection is up and the last probe came back in time."""
+        return not self._down and self._probe.healthy
 
     @property
     def reconnects(self) -> int:
@@ -110,6 +126,7 @@ class RedisBroker:
         for group_id in group_ids:
             self._listeners.setdefault(group_id, []).append(listener)
             self._dirty.add(keys.channel(group_id))
+        self._dirty.add(self._probe.channel)
         await self._changed()
 
     async def unsubscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
@@ -124,6 +141,7 @@ class RedisBroker:
                 self._dirty.add(keys.channel(group_id))
                 changed = True
         if changed:
+            self._dirty.add(self._probe.channel)
             await self._sync_for_caller()
 
     async def notify(self, notice: Notice) -> None:
@@ -134,7 +152,7 @@ class RedisBroker:
         if self._closed:
             raise RuntimeError("the broker is closed")
         self._notice_listeners.append(listener)
-        self._dirty.add(keys.NOTICES_CHANNEL)
+        self._dirty.update((keys.NOTICES_CHANNEL, self._probe.channel))
         await self._changed()
 
     async def _changed(self) -> None:
@@ -145,6 +163,8 @@ class RedisBroker:
     def _wants(self, channel: str) -> bool:
         if channel == keys.NOTICES_CHANNEL:
             return bool(self._notice_listeners)
+        if channel == self._probe.channel:
+            return bool(self._listeners or self._notice_listeners)
         group_id = keys.group_of_channel(channel)
         return group_id is not None and group_id in self._listeners
 
@@ -158,10 +178,17 @@ class RedisBroker:
             reader.cancel()
             # wait() neither re-raises the reader's cancellation nor swallows ours.
             await asyncio.wait([reader])
+        await self._probe.close()
         async with self._lock:
             await self._drop_connection()
 
+    def _silenced(self) -> None:
+        """The probe says the connection stopped delivering: make the reader replace it."""
+        self._broken = True
+        self._wakeup.set()
+
     def _start_reader(self) -> None:
+        self._probe.start()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(
                 self._read_forever(), name="fastim-redis-broker-reader"
@@ -184,9 +211,9 @@ class RedisBroker:
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
                 self._subscribed = set()
+                self._probe.reset()
                 self._dirty = {keys.channel(g) for g in self._listeners}
-                if self._notice_listeners:
-                    self._dirty.add(keys.NOTICES_CHANNEL)
+                self._dirty.update((keys.NOTICES_CHANNEL, self._probe.channel))
             dirty, self._dirty = self._dirty, set()
             try:
                 added = sorted(c for c in dirty if c not in self._subscribed and self._wants(c))
@@ -212,7 +239,7 @@ class RedisBroker:
                 logger.debug("closing the pub/sub connection failed: %s", describe(exc))
 
     async def _read_forever(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 await self._read_once()
             except asyncio.CancelledError:
@@ -266,6 +293,9 @@ class RedisBroker:
         if message.get("type") != "message":
             return
         channel = message.get("channel")
+        if channel == self._probe.channel:
+            self._probe.received()
+            return
         if channel == keys.NOTICES_CHANNEL:
             await self._deliver_notice(message.get("data", ""))
             return

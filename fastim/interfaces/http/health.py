@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastim.domain.ports import Storage
+from fastim.domain.ports import Broker, Storage
 from fastim.interfaces.errors import CODE_UNAVAILABLE
 from fastim.interfaces.http.base import ApiHandler, HttpContext
 
@@ -17,17 +17,21 @@ class HealthHandler(ApiHandler):
 
 
 class ReadyHandler(ApiHandler):
-    """200 when the storage answers, 503 otherwise: take the node out of rotation."""
+    """200 when the storage answers and events reach the node, 503 otherwise: take the node out of rotation."""
 
     http_method = "get"
 
-    def initialize(self, http: HttpContext, storage: Storage) -> None:
+    def initialize(self, http: HttpContext, storage: Storage, broker: Broker) -> None:
         super().initialize(http)
         self.storage = storage
+        self.broker = broker
 
     async def get(self) -> None:
-        if await self.storage.ping():
-            self.ok(msg="ready")
-        else:
+        if not await self.storage.ping():
             self.set_status(503)
             self.reply(CODE_UNAVAILABLE, "storage unavailable")
+        elif not self.broker.healthy:
+            self.set_status(503)
+            self.reply(CODE_UNAVAILABLE, "events do not reach this node (pub/sub reconnecting)")
+        else:
+            self.ok(msg="ready")

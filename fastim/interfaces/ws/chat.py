@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
-from fastim.domain.errors import JoinRefused, NotAMember, StorageUnavailable, TooManyGroups
+from fastim.domain.errors import JoinRefused, NotAMember, OutcomeUnknown, StorageUnavailable, TooManyGroups
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event
@@ -180,8 +180,14 @@ class ChatSocket(Socket):
             await pending
 
     async def post(self, text: str) -> None:
+        """Store the message; its echo is the answer that it was sent, an error frame that it was not."""
         try:
             await self.chat.messages.post(self.group_id, self.user_id, text)
+        except OutcomeUnknown:
+            self.context.metrics.storage_errors.inc()
+            self.refuse("unknown", frames.ERROR_OUTCOME_UNKNOWN,
+                        "storage stopped answering; the message may or may not have been stored")
+            return
         except StorageUnavailable:
             self.context.metrics.storage_errors.inc()
             self.refuse("unavailable", frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent")

@@ -36,7 +36,8 @@ ERROR_NOT_ACCEPTED = 405  # a frame sent on the group-list socket, which only pu
 ERROR_TOO_LARGE = 413
 ERROR_BINARY = 415
 ERROR_TOO_FAST = 429
-ERROR_UNAVAILABLE = 503
+ERROR_UNAVAILABLE = 503  # not stored, and never will be: send it again
+ERROR_OUTCOME_UNKNOWN = 504  # storage stopped answering mid-write and could not be asked since
 
 
 def _dumps(data: Any) -> str:
