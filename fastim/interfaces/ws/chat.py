@@ -28,7 +28,7 @@ EPOCH_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 def parse_resume(query: Mapping[str, str]) -> tuple[int | None, str | None] | None:
     """``since`` and ``epoch`` of a chat URL's query (each may be absent); None when either is malformed."""
-    since_text, epoch = query.get("since"), query.get("epoch")
+    since_text, epoch = query.get("since"), query.get("epoch") or None  # "": a stream not started yet
     since = None
     if since_text is not None:
         if len(since_text) > 16 or not since_text.isascii() or not since_text.isdigit() or int(since_text) > MAX_SEQ:

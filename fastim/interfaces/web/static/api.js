@@ -57,8 +57,12 @@ export class Api {
     return this.call("/user/joinGroup", { groupId });
   }
 
-  recall(groupId, ts) {
-    return this.call("/group/delMessage", { groupId, ts: String(ts) });
+  // Recall by id when the message has one (every message this server stored), else by ts as fast-im does.
+  recall(message) {
+    const fields = { groupId: String(message.groupId) };
+    if (typeof message.id === "string") fields.id = message.id;
+    else fields.ts = String(message.ts);
+    return this.call("/group/delMessage", fields);
   }
 
   olderThan(groupId, userId, ts, count) {
@@ -71,8 +75,14 @@ export class Api {
     return url.href;
   }
 
-  chatUrl(groupId, userId, token) {
-    return this.socketUrl("group", "chat", groupId, userId, token);
+  // With resume = {since, epoch}, the server sends every event after seq `since` (if it still can).
+  chatUrl(groupId, userId, token, resume = null) {
+    const url = new URL(this.socketUrl("group", "chat", groupId, userId, token));
+    if (resume) {
+      url.searchParams.set("since", String(resume.since));
+      url.searchParams.set("epoch", resume.epoch);
+    }
+    return url.href;
   }
 
   listUrl(userId, token) {
@@ -92,6 +102,10 @@ export function parseMessages(strings) {
     }
   }
   return messages;
+}
+
+export function isRecall(data) {
+  return data !== null && typeof data === "object" && data.event === "recall";
 }
 
 export function isMessage(data) {

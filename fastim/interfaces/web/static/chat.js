@@ -1,6 +1,6 @@
 // The chat view: login, join, the chat socket, the group-list socket, recall and history.
 
-import { isMessage, parseMessages } from "./api.js";
+import { isMessage, isRecall, parseMessages } from "./api.js";
 import { byId, clock, el, fullTime, nearBottom } from "./dom.js";
 import {
   LOGIN_REQUIRED_TEXT,
@@ -20,6 +20,7 @@ const RETRY_MAX_MS = 30000;
 const FINAL_CLOSES = new Set([4400, 4403, 4440]);
 
 // A socket that reconnects with capped exponential backoff unless closed on purpose or refused.
+// `url` may be a function: it is asked again for each connection (a chat socket resumes where it stopped).
 class Link {
   constructor(url, { onFrame, onState }) {
     this.url = url;
@@ -33,7 +34,7 @@ class Link {
 
   connect() {
     this.onState("connecting", null);
-    const socket = (this.socket = new WebSocket(this.url));
+    const socket = (this.socket = new WebSocket(typeof this.url === "function" ? this.url() : this.url));
     socket.addEventListener("open", () => {
       this.retryMs = RETRY_MIN_MS;
       this.onState("open", null);
@@ -72,7 +73,8 @@ export class ChatView {
     this.chat = null; // Link to /group/chat/...
     this.list = null; // Link to /group/list/...
     this.listed = new Set(); // group ids in the last group-list push
-    this.shown = new Map(); // "userId\u0000ts" -> <li> of a shown message
+    this.shown = new Map(); // a message's id (or "userId\u0000ts" without one) -> its <li>
+    this.position = null; // {since, epoch}: the last event seen of the open group's stream, to resume from
     this.total = 0;
     this.listeners = []; // told when the session or the open group changes
     this.nodes = Object.fromEntries(
@@ -248,11 +250,12 @@ export class ChatView {
     if (!this.api.session) return this.notice("Log in first.");
     if (this.chat) this.chat.close();
     this.groupId = groupId;
+    this.position = null;
     this.clearMessages();
     this.nodes["room-title"].textContent = `Group ${groupId}`;
     for (const item of this.nodes.groups.children) item.classList.toggle("active", item.dataset.group === groupId);
     const { userId, token } = this.api.session;
-    this.chat = new Link(this.api.chatUrl(groupId, userId, token), {
+    this.chat = new Link(() => this.api.chatUrl(groupId, userId, token, this.position), {
       onFrame: (text) => this.onChatFrame(text),
       onState: (state, event) => {
         this.setStatus(state);
@@ -297,19 +300,31 @@ export class ChatView {
     }
     if (data === null || typeof data !== "object") return;
     if (Array.isArray(data.list)) return this.snapshot(data);
-    if (data.event === "recall") return this.recalled(data);
     if (isErrorFrame(data)) return this.notice(explainFrame(data));
-    if (isMessage(data)) {
-      if (String(data.groupId) === this.groupId && this.add(data, "end")) this.setTotal(this.total + 1);
-    }
+    if (String(data.groupId) !== this.groupId) return;
+    this.advance(data);
+    if (isRecall(data)) return this.recalled(data);
+    if (isMessage(data) && this.add(data, "end")) this.setTotal(this.total + 1);
   }
 
+  // The opening frame: the newest messages, or (when the server could resume us) every event we missed.
   snapshot(data) {
-    this.clearMessages();
-    for (const message of data.list) if (isMessage(message)) this.add(message, "end");
+    if (data.recovered !== true) this.clearMessages();
+    for (const item of data.list) {
+      if (isRecall(item)) this.recalled(item);
+      else if (isMessage(item)) this.add(item, "end");
+    }
     this.setTotal(Number.isFinite(data.total) ? data.total : this.shown.size);
+    if (Number.isInteger(data.seq) && typeof data.epoch === "string") this.position = { since: data.seq, epoch: data.epoch };
     const box = this.nodes.messages;
     box.scrollTop = box.scrollHeight;
+  }
+
+  // Where the group's stream stands for us: the seq of the last event seen.
+  advance(event) {
+    if (this.position && Number.isInteger(event.seq) && event.seq > this.position.since) {
+      this.position = { since: event.seq, epoch: this.position.epoch };
+    }
   }
 
   send() {
@@ -338,19 +353,20 @@ export class ChatView {
     this.nodes["load-older"].hidden = this.shown.size >= this.total;
   }
 
-  key(userId, ts) {
-    return `${userId}\u0000${ts}`;
+  // A message is known by its id; one stored by fast-im's own nodes has none, and is known by author and time.
+  key(message) {
+    return typeof message.id === "string" ? message.id : `${message.userId}\u0000${message.ts}`;
   }
 
   // Show one message at the "start" or "end" of the list; false when it is shown already.
   add(message, where) {
     const userId = String(message.userId);
-    const key = this.key(userId, message.ts);
+    const key = this.key(message);
     if (this.shown.has(key)) return false;
     const mine = userId === this.me;
     const item = el(
       "li",
-      { class: mine ? "message mine" : "message", data: { user: userId, ts: String(message.ts) } },
+      { class: mine ? "message mine" : "message", data: { user: userId, ts: String(message.ts), id: key } },
       el("div", { class: "meta" },
         el("span", { class: "sender", text: mine ? `${userId} (you)` : userId }),
         el("time", { text: clock(message.ts), title: fullTime(message.ts) }),
@@ -373,9 +389,9 @@ export class ChatView {
   async recall(message, item) {
     const button = item.querySelector("button.recall");
     if (button) button.disabled = true;
-    const envelope = await this.api.recall(String(message.groupId), message.ts);
+    const envelope = await this.api.recall(message);
     if (this.checked(envelope)) {
-      this.recalled({ groupId: message.groupId, userId: message.userId, ts: message.ts });
+      this.recalled({ groupId: message.groupId, userId: message.userId, ts: message.ts, id: message.id });
     } else if (button) {
       if (envelope.code === 100) button.remove(); // too late or gone: recalling again cannot work
       else button.disabled = false;
@@ -386,7 +402,7 @@ export class ChatView {
   recalled(event) {
     if (String(event.groupId) !== this.groupId) return;
     const userId = String(event.userId);
-    const key = this.key(userId, event.ts);
+    const key = this.key(event); // a recall event names the recalled message by its id (or author and time)
     const item = this.shown.get(key);
     if (!item) return;
     this.shown.delete(key);

@@ -22,6 +22,7 @@ const FRAME = {
   415: "Binary frames are not accepted: send text",
   429: "You are sending too fast: that message was NOT sent; wait a moment",
   503: "The server's storage is unavailable: that message was NOT sent; try again shortly",
+  504: "The server's storage stopped answering: that message may or may not have been sent; look before sending it again",
 };
 
 const CLOSE = {
@@ -31,11 +32,11 @@ const CLOSE = {
   1006: "the connection was lost (server unreachable or network down)",
   1008: "closed by the server: this client fell too far behind or broke a rule",
   1009: "closed by the server: a frame was far over the size limit",
-  1011: "closed by the server after an internal error",
+  1011: "closed by the server after an internal error, or because this client stopped answering its pings",
   1013: "the server's storage is unavailable; try again later",
   4400: "the group or user id in the address is invalid",
   4403: "you are not a member of this group: join it first",
-  4440: "login required: the server refused the token (440)",
+  4440: "login required: the server refused the token, or the login ended (440)",
 };
 
 export const LOGIN_REQUIRED_TEXT = "440";
