@@ -150,7 +150,7 @@ class Container(containers.DeclarativeContainer):
         rate_limit=config.im.rate_limit,
         rate_burst=config.im.rate_burst,
     )
-    recovery = providers.Singleton(Recovery, messages, providers.Callable(lambda hub: hub.sequencer, hub))
+    recovery = providers.Singleton(Recovery, messages, providers.Callable(lambda hub: hub.sequencer, hub), metrics)
     chat_services = providers.Singleton(ChatServices, hub, messages, groups, chat_limits, recovery)
     list_services = providers.Singleton(
         ListServices, hub, groups, membership_refresher, config.im.group_list_update_rate

@@ -81,6 +81,12 @@ class Metrics:
             "fastim_unrecovered_events", "Events the node missed and could not read back (no longer in storage)",
             registry=r,
         )
+        self.opening_reads = Counter(
+            "fastim_opening_reads",
+            "Storage reads for chat sockets' opening frames (page: the newest; tail: a resume); sockets of a group "
+            "that open together share one",
+            ["kind"], registry=r,
+        )
         self.storage_errors = Counter(
             "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
         )
@@ -92,6 +98,8 @@ class Metrics:
             self.rejected_frames.labels(reason)
         for limit in ("node", "address"):
             self.refused_connections.labels(limit)
+        for kind in ("page", "tail"):
+            self.opening_reads.labels(kind)
         r.register(_Reconnects(lambda: getattr(broker, "reconnects", 0)))  # the memory broker never reconnects
 
     def exposition(self) -> bytes:

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event, Page, Tail
+from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.sequencer import Sequencer
 
 # A finished read keeps serving sockets of its group this long, while nothing newer was forwarded.
@@ -55,12 +56,12 @@ class _Shared(Generic[R]):
 
 
 class Recovery:
-    def __init__(self, messages: Messages, sequencer: Sequencer) -> None:
+    def __init__(self, messages: Messages, sequencer: Sequencer, metrics: Metrics) -> None:
         self._messages = messages
         self._sequencer = sequencer
+        self._reads = metrics.opening_reads
         self._pages: dict[str, _Shared[Page]] = {}
         self._tails: dict[str, _Shared[Tail]] = {}
-        self.reads = 0  # storage reads made, for tests and the reconnect-storm benchmark
 
     async def opening(self, group_id: str, since: int | None, epoch: str | None) -> Opening:
         """What to send a socket that has just joined the group's room (so live events reach it from now on)."""
@@ -100,14 +101,11 @@ class Recovery:
             result = await asyncio.shield(shared.task)
             if _covers(result, forwarded) and fits(shared.since, result):
                 return result
-        shared = _Shared(since, loop.create_task(self._read(read)))
+        self._reads.labels("tail" if reads is self._tails else "page").inc()
+        shared = _Shared(since, loop.create_task(read()))
         shared.task.add_done_callback(lambda _: self._finished(reads, group_id, shared))
         reads[group_id] = shared
         return await asyncio.shield(shared.task)
-
-    async def _read(self, read: Callable[[], Awaitable[R]]) -> R:
-        self.reads += 1
-        return await read()
 
     def _finished(self, reads: dict[str, _Shared[R]], group_id: str, shared: _Shared[R]) -> None:
         if shared.task.cancelled() or shared.task.exception() is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, epoch_of
+from fastim.domain.model import Event, Recall, epoch_of, parse_message_id
 from fastim.interfaces.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -125,19 +125,26 @@ class Sequencer:
             tail = await self._messages.tail(group_id, 0)
             if group_id not in self._last:
                 return
-        forwarded = 0
+        heard = {event.seq for event in self._held.get(group_id, ())}  # came through the channel after all
+        start, covered, forwarded = since, set(), 0
         for event in tail.events:
             if event.seq is not None and event.seq > since:
                 self._last[group_id] = (epoch, event.seq)
                 self._forward(group_id, event)
                 since = event.seq
                 forwarded += 1
-        self._metrics.repaired_events.inc(forwarded)
+                covered.add(event.seq)
+                recalled = parse_message_id(event.id) if isinstance(event, Recall) and event.id else None
+                if recalled is not None and recalled[0] == epoch:
+                    covered.add(recalled[1])  # a recalled message is accounted for by its recall
+        self._metrics.repaired_events.inc(len(covered - heard))
         if not tail.complete:
-            lost = max(0, tail.seq - since - forwarded)
-            self._metrics.unrecovered_events.inc(lost)
+            missing = tail.seq - start if not tail.events else sum(
+                1 for seq in range(start + 1, tail.seq + 1) if seq not in covered
+            )
+            self._metrics.unrecovered_events.inc(missing)
             logger.warning("group %s: %d events after seq %d are no longer in storage; skipping them",
-                           group_id, lost, since)
+                           group_id, missing, start)
             self._last[group_id] = (epoch, max(since, tail.seq))
         # Storage holds every event it announced, so a complete read covers what was held up to it;
         # a read that brought nothing while events wait past a gap would only loop: skip the gap.
