@@ -154,3 +154,16 @@ async def test_an_append_that_reaches_redis_after_its_deadline_is_not_stored(bac
         await backend.messages.append(msg("u", T0), 600)
     assert (await backend.messages.newest("g", 10)).total == 0
     assert (await backend.messages.newest("g", 0)).seq == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
+async def test_a_node_whose_clock_is_off_still_stores_its_first_append(backend, monkeypatch):
+    import time
+
+    behind_s = 60.0  # this node's clock a minute behind Redis's: deadlines are stated in Redis's
+    real_time, real_time_ns = time.time, time.time_ns
+    monkeypatch.setattr(time, "time", lambda: real_time() - behind_s)
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() - int(behind_s * 1e9))
+    stored = await store(backend, msg("u", T0, "first of a new connection"))
+    assert stored.seq == 1

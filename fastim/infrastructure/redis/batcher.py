@@ -31,6 +31,9 @@ class Commands(Protocol):
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any: ...
 
+    async def connected(self) -> None:
+        """Make sure ``clock_offset_ms`` is measured (a connection is open)."""
+
 
 async def run_script(execute: Callable[..., Awaitable[Any]], script: LuaScript, keys: list[str], args: list[Any]) -> Any:
     """EVALSHA, and EVAL only when Redis does not know the script (it was restarted or flushed)."""
@@ -70,6 +73,9 @@ class CommandBatcher:
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return await run_script(self.execute, script, keys, args)
+
+    async def connected(self) -> None:
+        return None  # the offset is not measured here: 0
 
     def _flush(self) -> None:
         queue, self._queue = self._queue, []

@@ -145,6 +145,11 @@ class PipelinedConnection:
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return await run_script(self.execute, script, keys, args)
 
+    async def connected(self) -> None:
+        """Open the connection if it is not open, so that ``clock_offset_ms`` is Redis's; raises as commands do."""
+        if self._protocol is None:
+            await self.execute("PING")
+
     async def aclose(self) -> None:
         self._closed = True
         if self._connecting is not None:

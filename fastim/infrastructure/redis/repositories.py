@@ -72,6 +72,8 @@ class RedisMessageRepository:
     async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> Appended:
         group_id = message.group_id
         key = keys.messages(group_id)
+        with storage_errors(f"connect to append to {key}"):
+            await self._batcher.connected()  # a new connection first measures Redis's clock
         # Stated in Redis's clock: past it the script refuses, so an append whose answer we stop
         # waiting for cannot be stored later.
         deadline = time.time_ns() // 1_000_000 + self._batcher.clock_offset_ms + APPEND_DEADLINE_MS
