@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as redis
 
-from fastim.domain.codec import InvalidPayload, decode_event, decode_message, encode_event, encode_message
+from fastim.domain.codec import InvalidPayload, decode_event, encode_event, encode_message
 from fastim.domain.errors import OutcomeUnknown, RecallWindowExpired, StorageUnavailable
 from fastim.domain.model import (
     Appended,
@@ -270,6 +270,7 @@ def new_epoch() -> str:
 
 
 def _decode_events(key: str, items: Iterable[str]) -> list[Event]:
+    """The events among ``items``; entries written by other programs that do not decode are skipped."""
     events = []
     for item in items:
         try:
@@ -280,11 +281,5 @@ def _decode_events(key: str, items: Iterable[str]) -> list[Event]:
 
 
 def _decode_all(key: str, items: Iterable[str]) -> list[Message]:
-    """The messages among ``items``; entries written by other programs that do not decode are skipped."""
-    messages = []
-    for item in items:
-        try:
-            messages.append(decode_message(item))
-        except InvalidPayload as exc:
-            logger.warning("skipping an entry of %s that is not a message: %s", key, exc)
-    return messages
+    """The messages among ``items`` (a message list holds nothing else but what other programs wrote)."""
+    return [event for event in _decode_events(key, items) if isinstance(event, Message)]
