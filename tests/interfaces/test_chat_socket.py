@@ -136,6 +136,35 @@ async def test_a_recall_is_pushed_to_the_groups_sockets(node):
 
 
 @pytest.mark.gen_test
+async def test_events_the_opening_covered_are_not_sent_again_even_when_the_channel_lags(node, clock, monkeypatch):
+    """A room re-created while the channel still brings old events (a stale backlog): no duplicates."""
+    for i in range(5):
+        await node.container.messages().post("1", "3", f"m{i}")
+        clock.advance(0.001)
+    sent = list((await node.container.messages().latest("1")).messages)
+    hub, recovery = node.container.hub(), node.container.recovery()
+    read = recovery.opening
+
+    async def lagging_opening(group_id, since, epoch):
+        hub._on_event(group_id, sent[1])  # seq 2 heard before the read: held until the opening
+        opening = await read(group_id, since, epoch)
+        for event in sent[2:4]:  # seq 3 and 4 heard after it, still older than what it covered
+            hub._on_event(group_id, event)
+        return opening
+
+    monkeypatch.setattr(recovery, "opening", lagging_opening)
+    client = await node.chat("1", "7")
+    opening = await client.json()
+    assert opening["seq"] == 5 and [m["seq"] for m in opening["list"]] == [1, 2, 3, 4, 5]
+    assert await client.silent_for(0.2)
+    await node.container.messages().post("1", "3", "new")
+    assert (await client.json())["seq"] == 6  # repaired past the lag, seq 5 not sent again
+    await node.container.messages().post("1", "3", "newer")
+    assert (await client.json())["seq"] == 7  # live, once
+    assert await client.silent_for(0.2)
+
+
+@pytest.mark.gen_test
 async def test_unicode_and_markup_travel_as_text(node):
     client = await node.joined("1", "1")
     text = '<img src=x onerror=alert(1)> "引号" \\ 😀'

@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 # A readiness probe must answer within a load balancer's patience.
 PING_TIMEOUT_SECONDS = 2.0
 # An append not run by Redis within this of being sent is refused by the script: a Redis that
-# stalls longer turns sends into honest "not sent" answers instead of late, unannounced stores.
-APPEND_DEADLINE_MS = 3000
+# stalls longer turns sends into honest "not sent" answers instead of late stores. Redis answers
+# in milliseconds; 2 s is a stall, not a slow moment.
+APPEND_DEADLINE_MS = 2000
 # Past the deadline, this much more for clocks read at slightly different moments.
 SETTLE_MARGIN_S = 0.5
 

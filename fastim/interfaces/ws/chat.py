@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastim.domain.errors import JoinRefused, NotAMember, OutcomeUnknown, StorageUnavailable, TooManyGroups
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event
+from fastim.domain.model import Event, epoch_of
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
@@ -60,7 +60,7 @@ class ChatServices:
 class ChatSocket(Socket):
     """Sends the newest messages on open, then every event of the group; each text frame is a message."""
 
-    __slots__ = ("chat", "group_id", "user_id", "joined", "opened", "waiting", "early", "bucket")
+    __slots__ = ("chat", "group_id", "user_id", "joined", "opened", "waiting", "early", "floor", "bucket")
     kind = "chat"
 
     def __init__(self, context: SocketContext, chat: ChatServices, transport: Transport) -> None:
@@ -72,6 +72,8 @@ class ChatSocket(Socket):
         self.waiting: asyncio.Future[None] | None = None  # what frames sent before that wait for
         # Until the snapshot is sent, events wait here so the client sees history first.
         self.early: list[tuple[Event, bytes]] | None = []
+        # (epoch, seq) the opening frame covered: events up to it are not sent again.
+        self.floor: tuple[str, int] | None = None
         self.bucket = TokenBucket(chat.limits.rate_limit, chat.limits.rate_burst)
         super().__init__(context, transport)
 
@@ -119,24 +121,43 @@ class ChatSocket(Socket):
         if self.closed:
             return
         self.send(frames.chat_opening(opening))
+        self.floor = (opening.epoch, opening.seq)
         self.release_early(opening)
-        hub.go_live(group_id, self)
+        last = hub.sequencer.last(group_id)
+        if last is not None and self.newer(last[0], last[1]):
+            hub.go_live(group_id, self)  # whatever the Hub forwards from now on is newer than the opening
+        # else: until an event past the opening comes through, deliver() filters (a channel that lags
+        # storage, or a backlog of the node's previous subscription, may still bring older events)
+
+    def newer(self, epoch: str | None, seq: int) -> bool:
+        """Whether the stream at (epoch, seq) has reached what the opening frame covered."""
+        floor_epoch, floor_seq = self.floor
+        return seq >= floor_seq or (epoch is not None and epoch != floor_epoch)
+
+    def wanted(self, event: Event) -> bool:
+        """An event the client still needs after its opening frame: past it, or of a restarted stream."""
+        if event.seq is None:
+            return True  # stored by fast-im's nodes: no seq to compare
+        floor_epoch, floor_seq = self.floor
+        epoch = epoch_of(event)
+        return event.seq > floor_seq or (epoch is not None and epoch != floor_epoch)
 
     def release_early(self, opening: Opening) -> None:
         """Send the events that arrived while the opening was read, minus those it already holds (by seq)."""
         early, self.early = self.early or [], None
         listed = {event for event in opening.events if event.seq is None}  # fast-im's, without seq
-        data = b"".join(
-            frame for event, frame in early
-            if (event.seq is not None and event.seq > opening.seq) or (event.seq is None and event not in listed)
-        )
+        data = b"".join(frame for event, frame in early if self.wanted(event) and event not in listed)
         if data:
             self.write_frames(data)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
-        """Before the snapshot went out; after it the Hub writes the frames itself (go_live)."""
+        """Before the opening went out: held. After it: filtered, until the Hub writes the frames itself (go_live)."""
         if self.early is None:
-            self.write_frames(batch.data)
+            data = b"".join(frame for event, frame in zip(batch.events, batch.frames) if self.wanted(event))
+            if data:
+                self.write_frames(data)
+            if any(event.seq is not None and self.newer(epoch_of(event), event.seq) for event in batch.events):
+                self.chat.hub.go_live(group_id, self)
         elif len(self.early) + len(batch.events) <= MAX_EARLY_EVENTS:
             self.early.extend(zip(batch.events, batch.frames))
         else:
