@@ -27,6 +27,10 @@ SERVE_FLAGS = {
     "workers": ("server", "workers"),
     "backend": ("storage", "backend"),
     "redis_url": ("storage", "redis_url"),
+    "redis_cluster": ("storage", "redis_cluster"),
+    "redis_sentinel": ("storage", "redis_sentinels"),
+    "redis_sentinel_master": ("storage", "redis_sentinel_master"),
+    "redis_wait_replicas": ("storage", "redis_wait_replicas"),
 }
 
 
@@ -53,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", metavar="N", help="processes sharing the port, each a full node ([server] workers)")
     serve.add_argument("--backend", metavar="memory|redis", help="storage backend ([storage] backend)")
     serve.add_argument("--redis-url", metavar="URL", help="Redis to use with --backend redis ([storage] redis_url)")
+    serve.add_argument(
+        "--redis-cluster", metavar="HOST:PORT[,...]",
+        help="a Redis Cluster, by some of its nodes: sharded storage and pub/sub ([storage] redis_cluster)",
+    )
+    serve.add_argument(
+        "--redis-sentinel", metavar="HOST:PORT[,...]",
+        help="the sentinels that name the Redis master and fail it over ([storage] redis_sentinels)",
+    )
+    serve.add_argument(
+        "--redis-sentinel-master", metavar="NAME", help="the master's name at the sentinels ([storage] redis_sentinel_master)"
+    )
+    serve.add_argument(
+        "--redis-wait-replicas", metavar="N",
+        help="answer a send once N replicas confirmed it (WAIT); 0: at once ([storage] redis_wait_replicas)",
+    )
     return parser
 
 

@@ -22,9 +22,13 @@ from fastim.infrastructure.memory.repositories import (
     MemoryStorage,
     MemoryTokenRepository,
 )
-from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses
+from fastim.infrastructure.redis.keys import CLUSTER, STANDALONE
+from fastim.infrastructure.redis.pipeline import PipelinedConnection
+from fastim.infrastructure.redis.sentinel import make_sentinel, sentinel_client, sentinel_commands
+from fastim.infrastructure.redis.sharded_broker import ShardedBroker
 from fastim.infrastructure.redis.repositories import (
     RedisMembershipRepository,
     RedisMessageRepository,
@@ -54,19 +58,53 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
 
-    redis_client = providers.Singleton(make_client, config.storage.redis_url)
-    # Every command of a loop turn in one write, on one connection of its own (pub/sub keeps redis-py's).
-    redis_commands = providers.Singleton(PipelinedConnection, config.storage.redis_url)
+    # One Redis (config.storage.redis_url), one watched by Sentinel, or a Redis Cluster.
+    redis_sentinel = providers.Singleton(make_sentinel, config.storage.redis_sentinels)
+    # redis-py's client: pub/sub and the readiness PING (none on a cluster: the commands do both).
+    redis_client = providers.Selector(
+        config.storage.redis_mode,
+        single=providers.Singleton(make_client, config.storage.redis_url),
+        sentinel=providers.Singleton(
+            sentinel_client, redis_sentinel, config.storage.redis_sentinel_master, config.storage.redis_url
+        ),
+        cluster=providers.Object(None),
+    )
+    # Every command of a loop turn in one write: on one connection of its own, or one per shard.
+    redis_commands = providers.Selector(
+        config.storage.redis_mode,
+        single=providers.Singleton(PipelinedConnection, config.storage.redis_url),
+        sentinel=providers.Singleton(
+            sentinel_commands, redis_sentinel, config.storage.redis_sentinel_master, config.storage.redis_url
+        ),
+        cluster=providers.Singleton(ClusterCommands, providers.Callable(parse_addresses, config.storage.redis_cluster)),
+    )
+    redis_layout = providers.Selector(
+        config.storage.redis_mode,
+        single=providers.Object(STANDALONE),
+        sentinel=providers.Object(STANDALONE),
+        cluster=providers.Object(CLUSTER),
+    )
 
     broker = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryBroker),
-        redis=providers.Singleton(RedisBroker, redis_client, redis_commands),
+        redis=providers.Selector(
+            config.storage.redis_mode,
+            single=providers.Singleton(RedisBroker, redis_client, redis_commands),
+            sentinel=providers.Singleton(RedisBroker, redis_client, redis_commands),
+            cluster=providers.Singleton(ShardedBroker, redis_commands),
+        ),
     )
     message_repository = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryMessageRepository, clock, broker),
-        redis=providers.Singleton(RedisMessageRepository, redis_client, redis_commands),
+        redis=providers.Singleton(
+            RedisMessageRepository,
+            redis_client,
+            redis_commands,
+            layout=redis_layout,
+            wait_replicas=config.storage.redis_wait_replicas,
+        ),
     )
     membership_repository = providers.Selector(
         config.storage.backend,
@@ -81,7 +119,12 @@ class Container(containers.DeclarativeContainer):
     storage = providers.Selector(
         config.storage.backend,
         memory=providers.Singleton(MemoryStorage),
-        redis=providers.Singleton(RedisStorage, redis_client),
+        redis=providers.Selector(
+            config.storage.redis_mode,
+            single=providers.Singleton(RedisStorage, redis_client),
+            sentinel=providers.Singleton(RedisStorage, redis_client),
+            cluster=providers.Singleton(RedisStorage, redis_commands),
+        ),
     )
 
     authenticator = providers.Singleton(AcceptAnyPassword)
@@ -183,4 +226,6 @@ async def close_container(container: Container) -> None:
     await container.broker().close()
     if container.config.storage.backend() == "redis":
         await container.redis_commands().aclose()
-        await container.redis_client().aclose()
+        client = container.redis_client()
+        if client is not None:
+            await client.aclose()

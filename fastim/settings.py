@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 ENV_PREFIX = "FASTIM_"
 DEFAULT_CONFIG_PATH = "settings.ini"
@@ -42,6 +42,11 @@ class ServerSettings:
 class StorageSettings:
     backend: str
     redis_url: str
+    redis_cluster: str
+    redis_sentinels: str
+    redis_sentinel_master: str
+    redis_wait_replicas: int
+    redis_mode: str  # derived: "single", "sentinel" or "cluster"
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,10 @@ class ServerSchema(Schema):
         return ServerSettings(**data)
 
 
+_ADDRESSES = r"^(\s*[^\s,:]+:\d{1,5}\s*(,\s*[^\s,:]+:\d{1,5}\s*)*)?$"
+_ADDRESSES_ERROR = "Must be HOST:PORT[,HOST:PORT...]."
+
+
 class StorageSchema(Schema):
     backend = _Choice(("memory", "redis"), load_default="memory")
     redis_url = fields.String(
@@ -199,9 +208,25 @@ class StorageSchema(Schema):
         ),
     )
 
+    # HOST:PORT[,HOST:PORT...]: the nodes asked for the cluster's slot map, or the sentinels.
+    redis_cluster = fields.String(load_default="", validate=validate.Regexp(_ADDRESSES, error=_ADDRESSES_ERROR))
+    redis_sentinels = fields.String(load_default="", validate=validate.Regexp(_ADDRESSES, error=_ADDRESSES_ERROR))
+    redis_sentinel_master = fields.String(
+        load_default="", validate=validate.Regexp(r"^[^\s]*$", error="Must be a name without spaces.")
+    )
+    redis_wait_replicas = _non_negative(load_default=0)
+
+    @validates_schema
+    def check_topology(self, data: dict, **kwargs: Any) -> None:
+        if data.get("redis_cluster") and data.get("redis_sentinels"):
+            raise ValidationError("Give a Redis Cluster or Sentinel, not both.", "redis_sentinels")
+        if data.get("redis_sentinels") and not data.get("redis_sentinel_master"):
+            raise ValidationError("Sentinel needs the master's name too.", "redis_sentinel_master")
+
     @post_load
     def make(self, data: dict, **kwargs: Any) -> StorageSettings:
-        return StorageSettings(**data)
+        mode = "cluster" if data["redis_cluster"] else "sentinel" if data["redis_sentinels"] else "single"
+        return StorageSettings(**data, redis_mode=mode)
 
 
 class ImSchema(Schema):
@@ -366,6 +391,7 @@ def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
             if isinstance(errors.get(section), dict) and key in errors[section]
         ]
         raise SettingsError("; ".join(problems) or _one_line(exc)) from exc
+    settings = _redis_topology(settings, raw)
     if settings.server.workers > 1 and settings.storage.backend == "memory":
         value, source = raw.get(("server", "workers"), ("", DEFAULT_SOURCE))
         raise SettingsError(
@@ -373,6 +399,20 @@ def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
             "[storage] backend = redis; in-memory workers would not see each other's messages"
         )
     return settings
+
+
+def _redis_topology(settings: Settings, raw: _Raw) -> Settings:
+    """A Redis Cluster or Sentinel given means the redis backend, unless memory was asked for in so many words."""
+    if settings.storage.redis_mode == "single" or settings.storage.backend == "redis":
+        return settings
+    topology = "redis_cluster" if settings.storage.redis_mode == "cluster" else "redis_sentinels"
+    if ("storage", "backend") in raw:
+        value, source = raw["storage", "backend"]
+        raise SettingsError(
+            f"invalid setting [storage] backend = {value!r} (from {source}): [storage] {topology} "
+            "is set, which needs the redis backend"
+        )
+    return dataclasses.replace(settings, storage=dataclasses.replace(settings.storage, backend="redis"))
 
 
 def _describe(section: str, key: str, given: tuple[str, str], messages: Any) -> str:

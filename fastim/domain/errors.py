@@ -56,6 +56,12 @@ class OutcomeUnknown(StorageUnavailable):
         self.settle_after = settle_after
 
 
+class NotReplicated(OutcomeUnknown):
+    """Stored and delivered, but fewer replicas than asked for confirmed it: a failover may lose it."""
+
+    code = "not_replicated"
+
+
 class TooManyRequests(DomainError):
     """The caller must wait: too many failed logins, or more work at once than the node takes."""
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastim.domain.errors import InvalidArgument, MessageNotFound, OutcomeUnknown, RecallWindowExpired, StorageUnavailable
+from fastim.domain.errors import (
+    InvalidArgument,
+    MessageNotFound,
+    NotReplicated,
+    OutcomeUnknown,
+    RecallWindowExpired,
+    StorageUnavailable,
+)
 from fastim.domain.model import History, Message, Page, Recall, RecallTarget, Tail
 from fastim.domain.ports import Clock, MessageRepository
 
@@ -54,6 +61,8 @@ class Messages:
         draft = Message(group_id=group_id, user_id=user_id, info=info, ts=self._clock.now_ms())
         try:
             appended = await self._repository.append(draft, self._message_timeout, self._history_max)
+        except NotReplicated:
+            raise  # stored: nothing to settle, only its durability is in doubt
         except OutcomeUnknown as unknown:
             return await self._settle(draft, unknown)
         return appended.message

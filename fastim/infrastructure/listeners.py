@@ -27,3 +27,21 @@ async def call_each(
                 await result
         except Exception:
             logger.exception(failure, *failure_args)
+
+
+def call_each_now(
+    listeners: Iterable[Callable[..., Awaitable[None] | None]],
+    *args: Any,
+    failure: str,
+    failure_args: tuple[Any, ...] = (),
+    spawn: Callable[[Awaitable[None]], None],
+) -> None:
+    """:func:`call_each` from code that cannot wait (a protocol's ``data_received``): an async listener's
+    awaitable goes to ``spawn``, which must run it and log its failure."""
+    for listener in tuple(listeners):
+        try:
+            result = listener(*args)
+            if inspect.isawaitable(result):
+                spawn(result)
+        except Exception:
+            logger.exception(failure, *failure_args)

@@ -27,7 +27,15 @@ DEFAULTS = {
         "body_timeout": 30.0,
         "max_body_bytes": 65536,
     },
-    "storage": {"backend": "memory", "redis_url": "redis://127.0.0.1:6379/3"},
+    "storage": {
+        "backend": "memory",
+        "redis_url": "redis://127.0.0.1:6379/3",
+        "redis_cluster": "",
+        "redis_sentinels": "",
+        "redis_sentinel_master": "",
+        "redis_wait_replicas": 0,
+        "redis_mode": "single",
+    },
     "im": {
         "login_auth": False,
         "auto_join": True,
@@ -203,6 +211,9 @@ def test_choices_are_case_insensitive():
         ("server", "log_level", "verbose", "Must be one of: debug, info, warning, error."),
         ("storage", "backend", "nosuch", "Must be one of: memory, redis."),
         ("storage", "redis_url", "http://127.0.0.1:6379", "redis://, rediss:// or unix://"),
+        ("storage", "redis_cluster", "127.0.0.1", "Must be HOST:PORT[,HOST:PORT...]."),
+        ("storage", "redis_sentinels", "a:1,,b:2", "Must be HOST:PORT[,HOST:PORT...]."),
+        ("storage", "redis_wait_replicas", "-1", "greater than or equal to 0"),
         ("im", "login_auth", "maybe", "Not a valid boolean."),
         ("im", "auto_join", "2", "Not a valid boolean."),
         ("im", "message_timeout", "0", "greater than or equal to 1"),
@@ -313,3 +324,35 @@ def test_several_workers_need_the_redis_backend():
     assert "workers" in str(error.value) and "redis" in str(error.value) and "\n" not in str(error.value)
     redis_workers = load(overrides={("server", "workers"): "4", ("storage", "backend"): "redis"})
     assert redis_workers.server.workers == 4
+
+
+# --- Redis topologies --------------------------------------------------------------
+
+
+def test_a_cluster_selects_the_redis_backend_and_the_cluster_mode():
+    settings = load(overrides={("storage", "redis_cluster"): "127.0.0.1:7000, 127.0.0.1:7001"})
+    assert (settings.storage.backend, settings.storage.redis_mode) == ("redis", "cluster")
+
+
+def test_sentinels_need_the_master_name():
+    message = error_of(overrides={("storage", "redis_sentinels"): "127.0.0.1:26379"})
+    assert message.startswith("invalid setting [storage] redis_sentinel_master = ''")
+    assert "Sentinel needs the master's name too." in message
+    settings = load(overrides={("storage", "redis_sentinels"): "127.0.0.1:26379",
+                               ("storage", "redis_sentinel_master"): "chat"})
+    assert (settings.storage.backend, settings.storage.redis_mode) == ("redis", "sentinel")
+
+
+def test_cluster_and_sentinel_together_are_refused():
+    message = error_of(overrides={("storage", "redis_cluster"): "127.0.0.1:7000",
+                                  ("storage", "redis_sentinels"): "127.0.0.1:26379",
+                                  ("storage", "redis_sentinel_master"): "chat"})
+    assert "Give a Redis Cluster or Sentinel, not both." in message
+
+
+def test_a_cluster_with_the_memory_backend_asked_for_is_refused():
+    message = error_of(overrides={("storage", "redis_cluster"): "127.0.0.1:7000", ("storage", "backend"): "memory"})
+    assert message == (
+        "invalid setting [storage] backend = 'memory' (from --backend): [storage] redis_cluster is set, "
+        "which needs the redis backend"
+    )

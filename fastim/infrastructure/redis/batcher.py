@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as redis
@@ -22,17 +23,30 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
-class Commands(Protocol):
-    """What the adapters send their commands through; replies are RESP2 values, strings decoded."""
+@dataclass(frozen=True)
+class Server:
+    """What a node knows of the Redis process that runs the commands on a key."""
 
-    clock_offset_ms: int  # Redis's clock less ours, in ms (0 when not measured)
+    clock_offset_ms: int = 0  # Redis's clock less ours, in ms (0 when not measured)
+    writer: str = ""  # its run_id when Redis is replicated (a failover changes it); "" on one Redis
+
+
+class Commands(Protocol):
+    """What the adapters send their commands through; replies are RESP2 values, strings decoded.
+
+    A command's key decides where it goes (on a cluster: the shard of its slot): the first
+    argument after the command name, or, for EVALSHA and EVAL, the first key.
+    """
 
     async def execute(self, *args: Any) -> Any: ...
 
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any: ...
 
-    async def connected(self) -> None:
-        """Make sure ``clock_offset_ms`` is measured (a connection is open)."""
+    async def server(self, key: str) -> Server:
+        """The Redis that runs commands on ``key``, connecting to it first if needed; raises as commands do."""
+
+    async def wait_replicas(self, key: str, replicas: int, timeout_ms: int) -> int:
+        """WAIT on the connection that wrote ``key``: how many replicas confirmed the writes so far."""
 
 
 async def run_script(execute: Callable[..., Awaitable[Any]], script: LuaScript, keys: list[str], args: list[Any]) -> Any:
@@ -56,8 +70,6 @@ class CommandBatcher:
     failing command fails only its own caller.
     """
 
-    clock_offset_ms = 0  # the tests' clocks: Redis (or fakeredis) runs beside them
-
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
@@ -74,8 +86,11 @@ class CommandBatcher:
     async def run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return await run_script(self.execute, script, keys, args)
 
-    async def connected(self) -> None:
-        return None  # the offset is not measured here: 0
+    async def server(self, key: str) -> Server:
+        return Server()  # the offset is not measured here: 0; the tests' Redis is not replicated
+
+    async def wait_replicas(self, key: str, replicas: int, timeout_ms: int) -> int:
+        return int(await self.execute("WAIT", replicas, timeout_ms))
 
     def _flush(self) -> None:
         queue, self._queue = self._queue, []

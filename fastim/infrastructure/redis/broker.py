@@ -16,7 +16,7 @@ from fastim.domain.codec import InvalidPayload, decode_event, decode_notice, enc
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.listeners import call_each
-from fastim.infrastructure.redis import keys
+from fastim.infrastructure.redis.keys import NOTICES_CHANNEL, STANDALONE
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe
@@ -105,7 +105,7 @@ class RedisBroker:
         self._resume_listeners.append(listener)
 
     async def publish(self, event: Event) -> None:
-        channel = keys.channel(event.group_id)
+        channel = STANDALONE.channel(event.group_id)
         with storage_errors(f"publish to {channel}"):
             await self._batcher.execute("PUBLISH", channel, encode_event(event))
 
@@ -125,7 +125,7 @@ class RedisBroker:
             raise RuntimeError("the broker is closed")
         for group_id in group_ids:
             self._listeners.setdefault(group_id, []).append(listener)
-            self._dirty.add(keys.channel(group_id))
+            self._dirty.add(STANDALONE.channel(group_id))
         self._dirty.add(self._probe.channel)
         await self._changed()
 
@@ -138,21 +138,21 @@ class RedisBroker:
             listeners.remove(listener)
             if not listeners:
                 del self._listeners[group_id]
-                self._dirty.add(keys.channel(group_id))
+                self._dirty.add(STANDALONE.channel(group_id))
                 changed = True
         if changed:
             self._dirty.add(self._probe.channel)
             await self._sync_for_caller()
 
     async def notify(self, notice: Notice) -> None:
-        with storage_errors(f"publish to {keys.NOTICES_CHANNEL}"):
-            await self._batcher.execute("PUBLISH", keys.NOTICES_CHANNEL, encode_notice(notice))
+        with storage_errors(f"publish to {NOTICES_CHANNEL}"):
+            await self._batcher.execute("PUBLISH", NOTICES_CHANNEL, encode_notice(notice))
 
     async def watch_notices(self, listener: NoticeListener) -> None:
         if self._closed:
             raise RuntimeError("the broker is closed")
         self._notice_listeners.append(listener)
-        self._dirty.update((keys.NOTICES_CHANNEL, self._probe.channel))
+        self._dirty.update((NOTICES_CHANNEL, self._probe.channel))
         await self._changed()
 
     async def _changed(self) -> None:
@@ -161,11 +161,11 @@ class RedisBroker:
         await self._sync_for_caller()
 
     def _wants(self, channel: str) -> bool:
-        if channel == keys.NOTICES_CHANNEL:
+        if channel == NOTICES_CHANNEL:
             return bool(self._notice_listeners)
         if channel == self._probe.channel:
             return bool(self._listeners or self._notice_listeners)
-        group_id = keys.group_of_channel(channel)
+        group_id = STANDALONE.group_of_channel(channel)
         return group_id is not None and group_id in self._listeners
 
     async def close(self) -> None:
@@ -212,8 +212,8 @@ class RedisBroker:
                 self._pubsub = self._client.pubsub()
                 self._subscribed = set()
                 self._probe.reset()
-                self._dirty = {keys.channel(g) for g in self._listeners}
-                self._dirty.update((keys.NOTICES_CHANNEL, self._probe.channel))
+                self._dirty = {STANDALONE.channel(g) for g in self._listeners}
+                self._dirty.update((NOTICES_CHANNEL, self._probe.channel))
             dirty, self._dirty = self._dirty, set()
             try:
                 added = sorted(c for c in dirty if c not in self._subscribed and self._wants(c))
@@ -296,10 +296,10 @@ class RedisBroker:
         if channel == self._probe.channel:
             self._probe.received()
             return
-        if channel == keys.NOTICES_CHANNEL:
+        if channel == NOTICES_CHANNEL:
             await self._deliver_notice(message.get("data", ""))
             return
-        group_id = keys.group_of_channel(channel) if channel is not None else None
+        group_id = STANDALONE.group_of_channel(channel) if channel is not None else None
         if group_id is None:
             return
         try:
@@ -319,7 +319,7 @@ class RedisBroker:
         try:
             notice = decode_notice(payload)
         except InvalidPayload as exc:
-            logger.warning("dropping an invalid payload on %s: %s", keys.NOTICES_CHANNEL, exc)
+            logger.warning("dropping an invalid payload on %s: %s", NOTICES_CHANNEL, exc)
             return
         await call_each(self._notice_listeners, notice, failure="a notice listener failed")
 
@@ -331,4 +331,4 @@ class RedisBroker:
 
 
 def _groups_of(channels: Iterable[str]) -> frozenset[str]:
-    return frozenset(g for g in map(keys.group_of_channel, channels) if g is not None)
+    return frozenset(g for g in map(STANDALONE.group_of_channel, channels) if g is not None)

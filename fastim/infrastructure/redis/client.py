@@ -52,12 +52,12 @@ def make_client(url: str) -> redis.Redis:
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
         retry=Retry(NoBackoff(), NO_RETRY),
-        **_without_maint_notifications(),
+        **without_maint_notifications(),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
-def _without_maint_notifications() -> dict[str, Any]:
+def without_maint_notifications() -> dict[str, Any]:
     # Maintenance notifications (a Redis Enterprise feature over RESP3) are
     # "auto" by default in redis-py 8, and while on, the pool skips its check
     # for a pooled connection the server closed: the first command after a

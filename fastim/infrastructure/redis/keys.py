@@ -1,6 +1,17 @@
-"""Every Redis key and channel name of SPEC §3, in one place."""
+"""Every Redis key and channel name of SPEC §3, in one place: fast-im's layout, and its cluster form.
+
+On one Redis (alone or behind Sentinel) the names are fast-im's, byte for
+byte, so a Java node reads and writes the same keys: ``gml:g1``,
+``login:u1``. On a Redis Cluster every key and channel of one group must
+share a hash slot, so that a script touches one slot and a group's channel
+lives on the shard that stores it: the group id is wrapped in a hash tag,
+``gml:{g1}``, ``fastim:stream:{g1}``, ``mq:{g1}``. Keys of one user (token,
+group set) are single-key operations and keep their plain names.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # The prefixes are fast-im's; a Java node reads and writes the same names.
 TOKEN_PREFIX = "login:"
@@ -12,42 +23,68 @@ CHANNEL_PREFIX = "mq:"
 NOTICES_CHANNEL = "fastim:notices"
 STREAM_PREFIX = "fastim:stream:"
 RECALLS_PREFIX = "fastim:recalls:"
+# A group id that starts with "}" would close the hash tag at once ("{}" is no tag: Redis would
+# hash the whole name, and the group's keys would land in different slots). Such ids get this
+# in front inside the tag; no id contains "/" (fastim.domain.ids), so no other group's tag can
+# be the same text.
+_TAG_GUARD = "/"
 
 
-def token(user_id: str) -> str:
-    """The string holding the user's login token."""
-    return f"{TOKEN_PREFIX}{user_id}"
+@dataclass(frozen=True)
+class Layout:
+    """Names of keys and channels: fast-im's (``cluster=False``) or hash-tagged by group (``cluster=True``)."""
+
+    cluster: bool = False
+
+    @property
+    def publish(self) -> str:
+        """The command that publishes a group's events: sharded pub/sub on a cluster."""
+        return "SPUBLISH" if self.cluster else "PUBLISH"
+
+    def _group(self, group_id: str) -> str:
+        if not self.cluster:
+            return group_id
+        return "{" + (_TAG_GUARD + group_id if group_id.startswith("}") else group_id) + "}"
+
+    def token(self, user_id: str) -> str:
+        """The string holding the user's login token."""
+        return f"{TOKEN_PREFIX}{user_id}"
+
+    def memberships(self, user_id: str) -> str:
+        """The set of the groups the user joined."""
+        return f"{MEMBERSHIP_PREFIX}{user_id}"
+
+    def messages(self, group_id: str) -> str:
+        """The list of the group's messages, oldest first."""
+        return MESSAGES_PREFIX + self._group(group_id)
+
+    def stream(self, group_id: str) -> str:
+        """The hash holding the epoch and the latest seq of the group's stream."""
+        return STREAM_PREFIX + self._group(group_id)
+
+    def recalls(self, group_id: str) -> str:
+        """The list of the group's newest recall events, oldest first."""
+        return RECALLS_PREFIX + self._group(group_id)
+
+    def channel(self, group_id: str) -> str:
+        """The pub/sub channel carrying the group's events."""
+        return CHANNEL_PREFIX + self._group(group_id)
+
+    def group_of_channel(self, name: str | bytes) -> str | None:
+        """The group id of a channel name, or ``None`` when it is not a group channel of this layout."""
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", errors="replace")
+        if not name.startswith(CHANNEL_PREFIX):
+            return None
+        group = name[len(CHANNEL_PREFIX):]
+        if self.cluster:
+            if len(group) < 3 or group[0] != "{" or group[-1] != "}":
+                return None
+            group = group[1:-1]
+            if group.startswith(_TAG_GUARD + "}"):
+                group = group[len(_TAG_GUARD):]
+        return group or None
 
 
-def messages(group_id: str) -> str:
-    """The list of the group's messages, oldest first."""
-    return f"{MESSAGES_PREFIX}{group_id}"
-
-
-def stream(group_id: str) -> str:
-    """The hash holding the epoch and the latest seq of the group's stream."""
-    return f"{STREAM_PREFIX}{group_id}"
-
-
-def recalls(group_id: str) -> str:
-    """The list of the group's newest recall events, oldest first."""
-    return f"{RECALLS_PREFIX}{group_id}"
-
-
-def memberships(user_id: str) -> str:
-    """The set of the groups the user joined."""
-    return f"{MEMBERSHIP_PREFIX}{user_id}"
-
-
-def channel(group_id: str) -> str:
-    """The pub/sub channel carrying the group's events."""
-    return f"{CHANNEL_PREFIX}{group_id}"
-
-
-def group_of_channel(name: str | bytes) -> str | None:
-    """The group id of a channel name, or ``None`` when it is not a group channel."""
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", errors="replace")
-    if not name.startswith(CHANNEL_PREFIX) or len(name) == len(CHANNEL_PREFIX):
-        return None
-    return name[len(CHANNEL_PREFIX):]
+STANDALONE = Layout(cluster=False)
+CLUSTER = Layout(cluster=True)

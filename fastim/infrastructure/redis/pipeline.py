@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from fastim.infrastructure.redis.batcher import LuaScript, run_script
+from fastim.infrastructure.redis.batcher import LuaScript, Server, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,20 @@ class CommandInFlight(RedisConnectionError):
     """The connection failed after the command was written: Redis may or may not have run it."""
 
 
+class ReadOnlyReplica(ResponseError):
+    """A write reached a replica: the server this connection reached is no longer the master."""
+
+
 def _reply_error(message: str) -> Exception:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    if message.startswith("READONLY"):
+        return ReadOnlyReplica(message)
     return ResponseError(message)
+
+
+# Where to connect, asked again before every connection: Sentinel's answer for a failover-managed master.
+Address = Callable[[], Awaitable[tuple[str, int]]]
 
 
 class _Protocol(asyncio.Protocol):
@@ -77,6 +87,9 @@ class _Protocol(asyncio.Protocol):
                 return
             self.answered += 1
             future = waiting.popleft()
+            if isinstance(reply, ReadOnlyReplica) and self.transport is not None:
+                # Demoted under us: the next command connects afresh (and finds the new master).
+                asyncio.get_running_loop().call_soon(self.abort, RedisConnectionError("the master became a replica"))
             if future.done():
                 continue  # its caller was cancelled
             if isinstance(reply, Exception):
@@ -117,8 +130,20 @@ class PipelinedConnection:
         *,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         reply_timeout: float = REPLY_TIMEOUT_SECONDS,
+        address: Address | None = None,
+        replicated: bool = False,
+        expect_master: bool = False,
     ) -> None:
+        """``url`` gives credentials, database and TLS, and the address unless ``address`` is given.
+
+        ``replicated``: Redis fails over to replicas (Sentinel, a cluster), so each connection
+        learns the run_id of the process it reached (the writer of :class:`Server`).
+        ``expect_master``: a server whose ROLE is not master is refused at connect.
+        """
         self._options = parse_url(url)
+        self._address = address
+        self._replicated = replicated
+        self._expect_master = expect_master
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []  # this turn's commands
@@ -130,6 +155,7 @@ class PipelinedConnection:
         # Redis's clock less ours, in ms, read when the connection opened: deadlines a script
         # checks against Redis's TIME are stated in Redis's clock.
         self.clock_offset_ms = 0
+        self.run_id = ""  # of the Redis process reached, when replicated
 
     async def execute(self, *args: Any) -> Any:
         if self._closed:
@@ -149,6 +175,26 @@ class PipelinedConnection:
         """Open the connection if it is not open, so that ``clock_offset_ms`` is Redis's; raises as commands do."""
         if self._protocol is None:
             await self.execute("PING")
+
+    async def server(self, key: str) -> Server:
+        await self.connected()
+        return Server(self.clock_offset_ms, self.run_id)
+
+    async def wait_replicas(self, key: str, replicas: int, timeout_ms: int) -> int:
+        return int(await self.execute("WAIT", replicas, timeout_ms))
+
+    async def execute_asking(self, *args: Any) -> Any:
+        """ASKING, then the command, in the same write: a cluster node importing the key's slot runs it."""
+        if self._closed:
+            raise RedisConnectionError("the Redis connection is closed")
+        loop = asyncio.get_running_loop()
+        asking, future = loop.create_future(), loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((hiredis.pack_command(("ASKING",)), asking))
+        self._queue.append((hiredis.pack_command(args), future))
+        await asking
+        return await future
 
     async def aclose(self) -> None:
         self._closed = True
@@ -222,7 +268,10 @@ class PipelinedConnection:
         def protocol_factory() -> _Protocol:
             return _Protocol(self._lost)
 
-        if "path" in options:
+        if self._address is not None:
+            host, port = await self._address()
+            _, protocol = await loop.create_connection(protocol_factory, host, port, ssl=self._tls_context())
+        elif "path" in options:
             _, protocol = await loop.create_unix_connection(protocol_factory, options["path"])
         else:
             _, protocol = await loop.create_connection(
@@ -252,6 +301,10 @@ class PipelinedConnection:
             commands.append(("AUTH", username, password) if username else ("AUTH", password))
         if self._options.get("db"):
             commands.append(("SELECT", self._options["db"]))
+        if self._expect_master:
+            commands.append(("ROLE",))
+        if self._replicated:
+            commands.append(("INFO", "server"))
         commands.append(("TIME",))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
@@ -259,6 +312,12 @@ class PipelinedConnection:
         protocol.send(b"".join(hiredis.pack_command(command) for command in commands), futures)
         for future in futures:
             await future
+        if self._expect_master:
+            role = futures[-2 - self._replicated].result()
+            if not role or role[0] != "master":
+                raise RedisConnectionError(f"the server is a {role[0] if role else 'stranger'}, not the master")
+        if self._replicated:
+            self.run_id = _run_id(futures[-2].result())
         seconds, microseconds = futures[-1].result()
         local_ms = (sent + time.time()) / 2 * 1000  # the middle of the round trip
         self.clock_offset_ms = round(int(seconds) * 1000 + int(microseconds) / 1000 - local_ms)
@@ -275,3 +334,10 @@ class PipelinedConnection:
         for _, future in queue:
             if not future.done():
                 future.set_exception(exc)
+
+
+def _run_id(info: str) -> str:
+    for line in info.splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:"):].strip()
+    return ""

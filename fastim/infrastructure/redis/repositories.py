@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import redis.asyncio as redis
 
 from fastim.domain.codec import InvalidPayload, decode_event, encode_event, encode_message
-from fastim.domain.errors import OutcomeUnknown, RecallWindowExpired, StorageUnavailable
+from fastim.domain.errors import NotReplicated, OutcomeUnknown, RecallWindowExpired, StorageUnavailable
 from fastim.domain.model import (
     Appended,
     Event,
@@ -26,9 +26,11 @@ from fastim.domain.model import (
     Tail,
     message_id,
 )
-from fastim.infrastructure.redis import keys, scripts
+from fastim.infrastructure.redis import scripts
+from fastim.infrastructure.redis.keys import STANDALONE, Layout
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+from fastim.infrastructure.redis.cluster import ClusterCommands
 from fastim.infrastructure.redis.pipeline import CommandInFlight
 from fastim.infrastructure.streams import EPOCH_BYTES, accounted_tail
 
@@ -42,6 +44,8 @@ PING_TIMEOUT_SECONDS = 2.0
 APPEND_DEADLINE_MS = 2000
 # Past the deadline, this much more for clocks read at slightly different moments.
 SETTLE_MARGIN_S = 0.5
+# With [storage] redis_wait_replicas, how long a send waits for its replicas' confirmation.
+WAIT_TIMEOUT_MS = 1000
 
 _APPEND = LuaScript(scripts.APPEND)
 _NEWEST = LuaScript(scripts.NEWEST)
@@ -50,6 +54,7 @@ _REMOVE = LuaScript(scripts.REMOVE)
 _FIND = LuaScript(scripts.FIND)
 _TAIL = LuaScript(scripts.TAIL)
 _RANGE = LuaScript(scripts.RANGE)
+_SUMMARY = LuaScript(scripts.SUMMARY)
 _JOIN = LuaScript(scripts.JOIN)
 _CHECK_AND_RENEW_TOKEN = LuaScript(scripts.CHECK_AND_RENEW_TOKEN)
 _TOKEN_REMAINING = LuaScript(scripts.TOKEN_REMAINING)
@@ -66,52 +71,80 @@ class RedisMessageRepository:
     publish in one step.
     """
 
-    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        batcher: Commands | None = None,
+        *,
+        layout: Layout = STANDALONE,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
+    ) -> None:
+        """``wait_replicas``: a send is answered once that many replicas confirmed it (WAIT)."""
         self._batcher = batcher or CommandBatcher(client)
+        self._keys = layout
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
 
     async def append(self, message: Message, ttl_seconds: int, max_length: int = 0) -> Appended:
         group_id = message.group_id
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         with storage_errors(f"connect to append to {key}"):
-            await self._batcher.connected()  # a new connection first measures Redis's clock
+            server = await self._batcher.server(key)  # a new connection first measures Redis's clock
         # Stated in Redis's clock: past it the script refuses, so an append whose answer we stop
         # waiting for cannot be stored later.
-        deadline = time.time_ns() // 1_000_000 + self._batcher.clock_offset_ms + APPEND_DEADLINE_MS
-        args = [encode_message(message), ttl_seconds, max(max_length, 0), new_epoch(), deadline, keys.channel(group_id)]
+        deadline = time.time_ns() // 1_000_000 + server.clock_offset_ms + APPEND_DEADLINE_MS
+        args = [encode_message(message), ttl_seconds, max(max_length, 0), new_epoch(), deadline,
+                self._keys.channel(group_id), self._keys.publish, server.writer]
         try:
             with storage_errors(f"append to {key}"):
-                reply = await self._batcher.run(_APPEND, [key, keys.stream(group_id)], args)
+                reply = await self._batcher.run(_APPEND, [key, self._keys.stream(group_id)], args)
         except StorageUnavailable as exc:
             if isinstance(exc.__cause__, CommandInFlight):
-                settle = (deadline - self._batcher.clock_offset_ms) / 1000 - time.time() + SETTLE_MARGIN_S
+                settle = (deadline - server.clock_offset_ms) / 1000 - time.time() + SETTLE_MARGIN_S
                 raise OutcomeUnknown(f"{exc}; it may have been stored", settle_after=max(0.0, settle)) from exc
             raise
         if int(reply[0]) < 0:
             raise StorageUnavailable(f"append to {key} came too late to Redis and was not stored")
         seq, epoch, total = int(reply[0]), str(reply[1]), int(reply[2])
+        if self._wait_replicas > 0:
+            await self._replicated(key)
         return Appended(dataclasses.replace(message, seq=seq, id=message_id(epoch, seq)), total)
 
+    async def _replicated(self, key: str) -> None:
+        """Return once enough replicas hold what this connection wrote, or say that they may not."""
+        wanted = self._wait_replicas
+        try:
+            with storage_errors(f"wait for replicas of {key}"):
+                confirmed = await self._batcher.wait_replicas(key, wanted, self._wait_timeout_ms)
+        except StorageUnavailable as exc:
+            raise NotReplicated(f"stored and delivered, but the replicas could not be asked: {exc}") from exc
+        if confirmed < wanted:
+            raise NotReplicated(
+                f"stored and delivered, but {confirmed} of {wanted} replicas confirmed it within "
+                f"{self._wait_timeout_ms} ms: a failover may lose it"
+            )
+
     async def find(self, draft: Message, window: int) -> Message | None:
-        key = keys.messages(draft.group_id)
+        key = self._keys.messages(draft.group_id)
         with storage_errors(f"look for a message in {key}"):
             item = await self._batcher.run(_FIND, [key], [draft.user_id, str(draft.ts), max(window, 1)])
         found = _decode_all(key, [item] if item is not None else [])
         return found[0] if found and found[0].info == draft.info else None
 
     async def newest(self, group_id: str, count: int) -> Page:
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         with storage_errors(f"read the newest messages of {key}"):
             items, total, seq, epoch = await self._batcher.run(
-                _NEWEST, [key, keys.stream(group_id)], [max(count, 0)]
+                _NEWEST, [key, self._keys.stream(group_id)], [max(count, 0)]
             )
         return Page(messages=_decode_all(key, items), total=int(total), seq=int(seq), epoch=str(epoch))
 
     async def tail(self, group_id: str, since: int, limit: int) -> Tail:
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         with storage_errors(f"read the events of {key} after {since}"):
             seq, epoch, total, items, recall_items = await self._batcher.run(
-                _TAIL, [key, keys.stream(group_id), keys.recalls(group_id)], [since, max(limit, 0)]
+                _TAIL, [key, self._keys.stream(group_id), self._keys.recalls(group_id)], [since, max(limit, 0)]
             )
         seq, epoch, total = int(seq), str(epoch), int(total)
         count = seq - since
@@ -122,13 +155,13 @@ class RedisMessageRepository:
         return Tail(events, seq, epoch, complete, total)
 
     async def range(self, group_id: str, start: int, end: int, limit: int) -> list[Message]:
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         with storage_errors(f"read a range of {key}"):
             items = await self._batcher.run(_RANGE, [key], [start, end, max(limit, 0)])
         return _decode_all(key, items)
 
     async def before(self, group_id: str, user_id: str, ts: int, count: int, window: int) -> list[Message] | None:
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         with storage_errors(f"read the messages before an anchor in {key}"):
             items = await self._batcher.run(_BEFORE, [key], [user_id, str(ts), max(count, 0), max(window, 1)])
         if items is None:
@@ -137,14 +170,17 @@ class RedisMessageRepository:
 
     async def remove(self, target: RecallTarget, window: int, ttl_seconds: int, keep_recalls: int) -> Recall | None:
         group_id = target.group_id
-        key = keys.messages(group_id)
+        key = self._keys.messages(group_id)
         prefix = encode_event(Recall(group_id, target.user_id, 0))  # {"event":"recall",...,"ts":0}
         prefix = prefix[: prefix.rindex(',"ts":')]  # the script adds ts, id, seq and epoch
         by, value = ("id", target.id) if target.id is not None else ("ts", str(target.ts))
-        args = [by, target.user_id, value, max(window, 1), target.not_before_ms, ttl_seconds, max(keep_recalls, 1),
-                new_epoch(), keys.channel(group_id), prefix]
         with storage_errors(f"recall a message of {key}"):
-            reply = await self._batcher.run(_REMOVE, [key, keys.stream(group_id), keys.recalls(group_id)], args)
+            server = await self._batcher.server(key)
+            args = [by, target.user_id, value, max(window, 1), target.not_before_ms, ttl_seconds,
+                    max(keep_recalls, 1), new_epoch(), self._keys.channel(group_id), prefix, self._keys.publish,
+                    server.writer]
+            names = [key, self._keys.stream(group_id), self._keys.recalls(group_id)]
+            reply = await self._batcher.run(_REMOVE, names, args)
         if int(reply[0]) == 0:
             return None
         if int(reply[0]) < 0:
@@ -160,18 +196,14 @@ class RedisMessageRepository:
         ids = list(group_ids)
         if not ids:
             return []
+        names = [self._keys.messages(group_id) for group_id in ids]
         with storage_errors(f"read the summaries of {len(ids)} groups"):
-            # One transaction, so each group's newest message and total agree.
-            async with self._client.pipeline(transaction=True) as pipe:
-                for group_id in ids:
-                    key = keys.messages(group_id)
-                    pipe.lindex(key, -1)
-                    pipe.llen(key)
-                replies = await pipe.execute()
+            # One script per group (its newest message and total agree), all sent in one turn: one
+            # write per connection (per shard on a cluster).
+            replies = await asyncio.gather(*(self._batcher.run(_SUMMARY, [name], []) for name in names))
         summaries = []
-        for index, group_id in enumerate(ids):
-            newest, total = replies[2 * index], replies[2 * index + 1]
-            decoded = _decode_all(keys.messages(group_id), [] if newest is None else [newest])
+        for group_id, name, (newest, total) in zip(ids, names, replies):
+            decoded = _decode_all(name, [] if newest is None else [newest])
             summaries.append(GroupSummary(group_id, decoded[0] if decoded else None, int(total)))
         return summaries
 
@@ -179,34 +211,35 @@ class RedisMessageRepository:
 class RedisMembershipRepository:
     """The groups each user joined, as the set ``ugs:{userId}``."""
 
-    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
+    def __init__(self, client: redis.Redis | None, batcher: Commands | None = None) -> None:
         self._batcher = batcher or CommandBatcher(client)
+        self._keys = STANDALONE  # a user's keys have the same names in every layout
 
     async def join(self, user_id: str, group_id: str, max_groups: int = 0) -> Joined:
-        key = keys.memberships(user_id)
+        key = self._keys.memberships(user_id)
         with storage_errors(f"add a group to {key}"):
             outcome = await self._batcher.run(_JOIN, [key], [group_id, max(max_groups, 0)])
         return _JOINED[int(outcome)]
 
     async def leave(self, user_id: str, group_id: str) -> bool:
-        key = keys.memberships(user_id)
+        key = self._keys.memberships(user_id)
         with storage_errors(f"remove a group from {key}"):
             return bool(await self._batcher.execute("SREM", key, group_id))
 
     async def count(self, user_id: str) -> int:
-        key = keys.memberships(user_id)
+        key = self._keys.memberships(user_id)
         with storage_errors(f"count {key}"):
             return int(await self._batcher.execute("SCARD", key))
 
     async def groups_of(self, user_id: str) -> list[str]:
-        key = keys.memberships(user_id)
+        key = self._keys.memberships(user_id)
         with storage_errors(f"read {key}"):
             members = await self._batcher.execute("SMEMBERS", key)
         # A set has no order; sorting makes the answer the same on every call.
         return sorted(members)
 
     async def is_member(self, user_id: str, group_id: str) -> bool:
-        key = keys.memberships(user_id)
+        key = self._keys.memberships(user_id)
         with storage_errors(f"check a group in {key}"):
             return bool(await self._batcher.execute("SISMEMBER", key, group_id))
 
@@ -214,24 +247,25 @@ class RedisMembershipRepository:
 class RedisTokenRepository:
     """One login token per user, as the string ``login:{userId}`` with a TTL."""
 
-    def __init__(self, client: redis.Redis, batcher: Commands | None = None) -> None:
+    def __init__(self, client: redis.Redis | None, batcher: Commands | None = None) -> None:
         self._batcher = batcher or CommandBatcher(client)
+        self._keys = STANDALONE  # a user's keys have the same names in every layout
 
     async def issue(self, user_id: str, token: str, ttl_seconds: int) -> None:
-        key = keys.token(user_id)
+        key = self._keys.token(user_id)
         # SET rejects EX 0; a non-positive TTL means the token does not expire.
         expiry = ["EX", ttl_seconds] if ttl_seconds > 0 else []
         with storage_errors(f"store the token {key}"):
             await self._batcher.execute("SET", key, token, *expiry)
 
     async def check_and_renew(self, user_id: str, token: str, ttl_seconds: int) -> bool:
-        key = keys.token(user_id)
+        key = self._keys.token(user_id)
         with storage_errors(f"check the token {key}"):
             renewed = await self._batcher.run(_CHECK_AND_RENEW_TOKEN, [key], [token, ttl_seconds])
         return renewed == 1
 
     async def remaining(self, user_id: str, token: str) -> float | None:
-        key = keys.token(user_id)
+        key = self._keys.token(user_id)
         with storage_errors(f"read the token {key}"):
             milliseconds = int(await self._batcher.run(_TOKEN_REMAINING, [key], [token]))
         if milliseconds == -1:
@@ -241,15 +275,15 @@ class RedisTokenRepository:
         return milliseconds / 1000
 
     async def revoke(self, user_id: str, token: str) -> bool:
-        key = keys.token(user_id)
+        key = self._keys.token(user_id)
         with storage_errors(f"delete the token {key}"):
             return int(await self._batcher.run(_REVOKE_TOKEN, [key], [token])) == 1
 
 
 class RedisStorage:
-    """The readiness probe: does Redis answer a PING?"""
+    """The readiness probe: does Redis answer a PING? (On a cluster: does every master?)"""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | ClusterCommands) -> None:
         self._client = client
 
     async def ping(self) -> bool:

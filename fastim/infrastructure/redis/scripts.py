@@ -97,14 +97,27 @@ end
 return redis.call('LRANGE', KEYS[1], math.max(0, index - count), index - 1)
 """
 
-# The stream of a group: a hash (fastim:stream:{groupId}) with its epoch and latest seq. The
-# first event of a stream creates it with the epoch the node proposes; its seq counts every event.
+# The stream of a group: a hash (fastim:stream:{groupId}) with its epoch and latest seq (and, when
+# Redis is replicated, the run_id of the Redis process that wrote it last). The first event of a
+# stream creates it with the epoch the node proposes; its seq counts every event.
 _STREAM = """
-local function next_seq(stream, epoch_candidate, ttl)
+local function next_seq(stream, epoch_candidate, ttl, writer)
   local epoch = redis.call('HGET', stream, 'epoch')
+  if epoch and writer ~= '' then
+    local last_writer = redis.call('HGET', stream, 'writer')
+    if last_writer and last_writer ~= writer then
+      -- Another Redis process wrote the stream last: this one is a promoted replica (or the keys
+      -- moved here), which may lack the newest events the old one had announced. Their seqs must
+      -- not be reused: the stream restarts, under a new epoch.
+      epoch = false
+    end
+  end
   if not epoch then
     epoch = epoch_candidate
-    redis.call('HSET', stream, 'epoch', epoch)
+    redis.call('HSET', stream, 'epoch', epoch, 'seq', 0)
+  end
+  if writer ~= '' then
+    redis.call('HSET', stream, 'writer', writer)
   end
   local seq = redis.call('HINCRBY', stream, 'seq', 1)
   if ttl > 0 then
@@ -115,18 +128,29 @@ local function next_seq(stream, epoch_candidate, ttl)
   return seq, epoch
 end
 
-local function seq_of(item)
+-- The seq of an element of the message list when it belongs to the given epoch; 0 when it
+-- belongs to another (an earlier stream: its elements all come before this one's); nil when it
+-- has none (fast-im's own messages).
+local function seq_of(item, epoch)
   if not item then
     return nil
   end
   local seq = string.match(item, '"seq":(%d+)}$')
-  return seq and tonumber(seq)
+  if not seq then
+    return nil
+  end
+  if not string.find(item, '"id":"' .. epoch .. '-', 1, true) then
+    return 0
+  end
+  return tonumber(seq)
 end
 """
 
 # KEYS[1] = gml:{groupId}, KEYS[2] = its stream;
 # ARGV = message JSON (without id and seq), ttl_seconds, max_length, epoch candidate,
-#        deadline (Redis time, ms; 0: none), channel.
+#        deadline (Redis time, ms; 0: none), channel, publish command (PUBLISH, or SPUBLISH on a
+#        cluster), writer (the run_id of the Redis process the node believes it talks to, when
+#        Redis is replicated; '' on one Redis: see next_seq).
 # Past the deadline nothing happens ({-1}): a node that stopped waiting for the answer told its
 # client the message was not sent, and it must never be stored later. Otherwise the message takes
 # the stream's next seq, gets "id" ({epoch}-{seq}) and "seq" as its last keys, is appended (the
@@ -142,7 +166,7 @@ if deadline > 0 then
   end
 end
 local ttl = tonumber(ARGV[2])
-local seq, epoch = next_seq(KEYS[2], ARGV[4], ttl)
+local seq, epoch = next_seq(KEYS[2], ARGV[4], ttl, ARGV[8])
 local item = string.sub(ARGV[1], 1, -2) .. ',"id":"' .. epoch .. '-' .. seq .. '","seq":' .. seq .. '}'
 redis.call('RPUSH', KEYS[1], item)
 if ttl > 0 then
@@ -154,13 +178,13 @@ local max_length = tonumber(ARGV[3])
 if max_length > 0 then
   redis.call('LTRIM', KEYS[1], -max_length, -1)
 end
-redis.call('PUBLISH', ARGV[6], item)
+redis.call(ARGV[7], ARGV[6], item)
 return {seq, epoch, redis.call('LLEN', KEYS[1])}
 """
 
 # KEYS[1] = gml:{groupId}, KEYS[2] = its stream, KEYS[3] = its recall events (fastim:recalls:{groupId});
 # ARGV = "ts" or "id", user_id, ts or id, window, not_before_ms, ttl_seconds, keep_recalls,
-#        epoch candidate, channel, the recall event's JSON up to its userId.
+#        epoch candidate, channel, the recall event's JSON up to its userId, publish command, writer.
 # Finds the user's message by (user_id, ts) as BEFORE does, or by id (its seq, by a binary search:
 # the list is appended in seq order), removes it, and records and publishes the recall event, a
 # stream event with its own seq, in one step. {0}: not found; {-1}: older than not_before_ms;
@@ -178,7 +202,7 @@ local function find_by_id(key, stream, user_id, id)
   while low <= high do
     local middle = math.floor((low + high) / 2)
     local item = redis.call('LINDEX', key, middle)
-    local seq = seq_of(item)
+    local seq = seq_of(item, epoch)
     if seq == nil or seq < wanted then
       low = middle + 1
     elseif seq > wanted then
@@ -218,7 +242,7 @@ else
   redis.call('LREM', KEYS[1], -1, marker)
 end
 local ttl = tonumber(ARGV[6])
-local seq, epoch = next_seq(KEYS[2], ARGV[8], ttl)
+local seq, epoch = next_seq(KEYS[2], ARGV[8], ttl, ARGV[12])
 local event = ARGV[10] .. ',"ts":' .. string.format('%d', obj.ts)
 if type(obj.id) == 'string' then
   event = event .. ',"id":' .. cjson.encode(obj.id)
@@ -231,7 +255,7 @@ if ttl > 0 then
 else
   redis.call('PERSIST', KEYS[3])
 end
-redis.call('PUBLISH', ARGV[9], event)
+redis.call(ARGV[11], ARGV[9], event)
 return {1, item, event}
 """
 
@@ -331,4 +355,9 @@ if count > 0 then
 end
 local stream = redis.call('HMGET', KEYS[2], 'seq', 'epoch')
 return {items, redis.call('LLEN', KEYS[1]), tonumber(stream[1] or '0'), stream[2] or ''}
+"""
+
+# KEYS[1] = gml:{groupId}. {the newest element (false when none), the length}, read atomically.
+SUMMARY = """
+return {redis.call('LINDEX', KEYS[1], -1), redis.call('LLEN', KEYS[1])}
 """

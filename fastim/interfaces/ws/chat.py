@@ -8,7 +8,14 @@ import re
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
-from fastim.domain.errors import JoinRefused, NotAMember, OutcomeUnknown, StorageUnavailable, TooManyGroups
+from fastim.domain.errors import (
+    JoinRefused,
+    NotAMember,
+    NotReplicated,
+    OutcomeUnknown,
+    StorageUnavailable,
+    TooManyGroups,
+)
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
 from fastim.domain.model import Event, epoch_of
@@ -204,6 +211,12 @@ class ChatSocket(Socket):
         """Store the message; its echo is the answer that it was sent, an error frame that it was not."""
         try:
             await self.chat.messages.post(self.group_id, self.user_id, text)
+        except NotReplicated:
+            self.context.metrics.storage_errors.inc()
+            self.refuse("not_replicated", frames.ERROR_OUTCOME_UNKNOWN,
+                        "the message was stored and delivered, but no replica confirmed it in time; "
+                        "a failover may lose it")
+            return
         except OutcomeUnknown:
             self.context.metrics.storage_errors.inc()
             self.refuse("unknown", frames.ERROR_OUTCOME_UNKNOWN,

@@ -1,0 +1,74 @@
+"""A node on a Redis watched by Sentinel: every connection asks the sentinels where the master is.
+
+Both paths follow a failover on their own. The pipelined commands
+(:class:`~fastim.infrastructure.redis.pipeline.PipelinedConnection`) lose
+their connection when the master dies, and the next command asks the
+sentinels again and checks ROLE before using the server; a write that reaches
+a demoted master (``READONLY``) drops the connection too. The pub/sub client
+is redis-py's own Sentinel-managed client, whose reconnects ask the sentinels.
+The URL gives what the sentinels do not: password, database, TLS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+
+from fastim.infrastructure.redis.client import (
+    CONNECT_TIMEOUT_SECONDS,
+    HEALTH_CHECK_INTERVAL_SECONDS,
+    NO_RETRY,
+    SOCKET_TIMEOUT_SECONDS,
+    without_maint_notifications,
+)
+from fastim.infrastructure.redis.cluster import parse_addresses
+from fastim.infrastructure.redis.pipeline import PipelinedConnection
+
+# A sentinel that does not answer within this is skipped for the next one.
+SENTINEL_TIMEOUT_SECONDS = 1.0
+
+
+def make_sentinel(addresses: str) -> Sentinel:
+    """The sentinels of ``HOST:PORT[,HOST:PORT...]``, asked in turn."""
+    return Sentinel(
+        parse_addresses(addresses),
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "retry": Retry(NoBackoff(), NO_RETRY),
+            "decode_responses": True,
+        },
+    )
+
+
+def sentinel_client(sentinel: Sentinel, master: str, url: str) -> redis.Redis:
+    """redis-py's client of the current master (pub/sub, the readiness PING)."""
+    options: dict[str, Any] = {
+        key: value for key, value in parse_url(url).items() if key in ("username", "password", "db")
+    }
+    return sentinel.master_for(
+        master,
+        decode_responses=True,
+        encoding_errors="replace",
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
+        retry=Retry(NoBackoff(), NO_RETRY),
+        **options,
+        **without_maint_notifications(),
+    )
+
+
+def sentinel_commands(sentinel: Sentinel, master: str, url: str) -> PipelinedConnection:
+    """The pipelined commands, on whichever server the sentinels name as master when connecting."""
+
+    async def address() -> tuple[str, int]:
+        host, port = await sentinel.discover_master(master)
+        return str(host), int(port)
+
+    return PipelinedConnection(url, address=address, replicated=True, expect_master=True)
