@@ -123,19 +123,24 @@ class Node:
         storage = self.settings.storage
         if storage.backend != "redis":
             return
-        # The client is asked directly, not through Storage.ping(), so that the
+        # Redis is asked directly, not through Storage.ping(), so that the
         # reason reaches the operator in the one line that stops the process.
+        if storage.redis_mode == "cluster":
+            where, check = f"the Redis Cluster at {storage.redis_cluster}", self.container.redis_commands().check
+        elif storage.redis_mode == "sentinel":
+            where = f"Redis master {storage.redis_sentinel_master!r} through the sentinels at {storage.redis_sentinels}"
+            check = self.container.redis_client().ping
+        else:
+            where, check = f"Redis at {redact_url(storage.redis_url)}", self.container.redis_client().ping
         try:
             async with asyncio.timeout(STARTUP_PING_TIMEOUT_SECONDS):
-                await self.container.redis_client().ping()
+                await check()
         except TimeoutError:
             reason = f"no answer within {STARTUP_PING_TIMEOUT_SECONDS:g} s"
-            raise StartupError(f"cannot reach Redis at {redact_url(storage.redis_url)}: {reason}")
+            raise StartupError(f"cannot reach {where}: {reason}")
         except Exception as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise StartupError(
-                f"cannot reach Redis at {redact_url(storage.redis_url)}: {reason}"
-            ) from exc
+            raise StartupError(f"cannot reach {where}: {reason}") from exc
 
     def _listen(self) -> None:
         settings = self.settings.server

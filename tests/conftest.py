@@ -1,10 +1,11 @@
-"""Fixtures shared by every test layer: a real redis-server owned by the test run."""
+"""Fixtures shared by every test layer: a real redis-server, and a real Redis Cluster, owned by the test run."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.redis_server import RedisServer, find_binary, redis_required
+from tests.redis_topologies import RedisClusterProcesses, find_cli
 
 
 @pytest.fixture(scope="session")
@@ -14,13 +15,7 @@ def redis_server():
     Skips when no binary is found, unless FASTIM_REQUIRE_REDIS is set: then it fails,
     so CI can never go green without the Redis tests.
     """
-    binary = find_binary()
-    if binary is None:
-        reason = "no redis-server binary on PATH"
-        if redis_required():
-            pytest.fail(f"{reason} and FASTIM_REQUIRE_REDIS is set")
-        pytest.skip(reason)
-    server = RedisServer(binary)
+    server = RedisServer(_binary())
     server.start()
     try:
         yield server
@@ -33,3 +28,44 @@ def fresh_redis(redis_server):
     """The session's redis-server, emptied for this test."""
     redis_server.flush()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster (3 masters, 3 replicas) on free loopback ports, started once per run."""
+    binary = _binary()
+    if find_cli(binary) is None:
+        _skip_or_fail("no redis-cli next to redis-server or on PATH")
+    cluster = RedisClusterProcesses(binary)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """The redis-server binary, for tests that start topologies of their own."""
+    return _binary()
+
+
+@pytest.fixture
+def fresh_redis_cluster(redis_cluster):
+    """The session's Redis Cluster, emptied for this test."""
+    redis_cluster.flush()
+    return redis_cluster
+
+
+def _binary() -> str:
+    binary = find_binary()
+    if binary is None:
+        _skip_or_fail("no redis-server binary on PATH")
+    return binary
+
+
+def _skip_or_fail(reason: str) -> None:
+    """Skip, unless FASTIM_REQUIRE_REDIS is set: then fail, so CI can never go green without the Redis tests."""
+    if redis_required():
+        pytest.fail(f"{reason} and FASTIM_REQUIRE_REDIS is set")
+    pytest.skip(reason)

@@ -372,6 +372,15 @@ class RedisClusterProcesses(_Processes):
 
     # -- failures -----------------------------------------------------------------------------------
 
+    def shard_subscribers(self, port: int, channel: str) -> int:
+        """PUBSUB SHARDNUMSUB of ``channel`` on the node at ``port``."""
+        reply = _command(port, "PUBSUB", "SHARDNUMSUB", channel)
+        return int(reply[1])
+
+    def classic_channels(self, port: int) -> set[str]:
+        """The classic pub/sub channels with subscribers on the node at ``port`` (PUBSUB CHANNELS)."""
+        return set(_command(port, "PUBSUB", "CHANNELS"))
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port``."""
         self._kill(port)

@@ -1,4 +1,4 @@
-"""The three backends every port contract runs against: memory, Redis on fakeredis, real Redis."""
+"""The backends every port contract runs against: memory, Redis on fakeredis, real Redis, a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from fastim.infrastructure.memory.repositories import (
 )
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses
+from fastim.infrastructure.redis.keys import CLUSTER
+from fastim.infrastructure.redis.sharded_broker import ShardedBroker
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.repositories import (
     RedisMembershipRepository,
@@ -94,7 +97,36 @@ def _redis_backend(name: str, new_client, new_commands=None) -> tuple[Backend, l
     return backend, closables
 
 
-@pytest.fixture(params=["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def _cluster_backend(cluster) -> tuple[Backend, list]:
+    """The Redis adapters on a Redis Cluster, as a node in cluster mode has them."""
+    startup = parse_addresses(",".join(cluster.startup_nodes))
+    commands = ClusterCommands(startup)
+    closables: list = [commands]
+
+    def new_broker():
+        node_commands = ClusterCommands(startup)
+        broker = ShardedBroker(node_commands)
+        closables.extend([node_commands, broker])
+        return broker
+
+    backend = Backend(
+        name="cluster",
+        messages=RedisMessageRepository(None, commands, layout=CLUSTER),
+        memberships=RedisMembershipRepository(None, commands),
+        tokens=RedisTokenRepository(None, commands),
+        storage=RedisStorage(commands),
+        clock=SystemClock(),
+        new_broker=new_broker,
+    )
+    return backend, closables
+
+
+@pytest.fixture(params=[
+    "memory",
+    "fakeredis",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.redis),
+])
 def backend(request, io_loop):
     if request.param == "memory":
         backend, closables = _memory_backend()
@@ -103,6 +135,8 @@ def backend(request, io_loop):
         backend, closables = _redis_backend(
             "fakeredis", lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
         )
+    elif request.param == "cluster":
+        backend, closables = _cluster_backend(request.getfixturevalue("fresh_redis_cluster"))
     else:
         server = request.getfixturevalue("fresh_redis")
         backend, closables = _redis_backend(

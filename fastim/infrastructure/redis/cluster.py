@@ -240,23 +240,26 @@ class ClusterCommands:
                 raise
         raise RedisConnectionError(f"more than {MAX_REDIRECTS} redirections for slot {slot}")
 
+    async def check(self) -> None:
+        """PING every master (reading the map first if needed); raises the first failure, naming its node."""
+        if not self.masters():
+            await self.refresh()
+        masters = sorted(self.masters())
+        replies = await asyncio.gather(*(self.node(address).execute("PING") for address in masters),
+                                       return_exceptions=True)
+        for (host, port), reply in zip(masters, replies):
+            if isinstance(reply, BaseException):
+                self.stale()
+                raise RedisConnectionError(f"{host}:{port} does not answer: {describe(reply)}") from reply
+
     async def ping(self) -> bool:
         """Whether every master answers PING; never raises (the storage probe)."""
         try:
-            if not self.masters():
-                await self.refresh()
-            replies = await asyncio.gather(
-                *(self.node(address).execute("PING") for address in self.masters()), return_exceptions=True
-            )
+            await self.check()
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("the Redis Cluster does not answer: %s", describe(exc))
             return False
-        failed = [reply for reply in replies if isinstance(reply, BaseException)]
-        if failed:
-            self.stale()
-            logger.warning("%d of %d Redis Cluster masters do not answer: %s",
-                           len(failed), len(replies), describe(failed[0]))
-        return bool(replies) and not failed
+        return True
 
     async def aclose(self) -> None:
         self._closed = True

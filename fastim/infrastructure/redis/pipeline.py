@@ -113,6 +113,42 @@ class _Protocol(asyncio.Protocol):
         self._on_lost(self)
 
 
+class SharedWait:
+    """WAIT for replicas, one in flight per connection; callers who come meanwhile share the next one.
+
+    A WAIT blocks its connection until the replicas confirm or it times out (with no replica
+    reachable, for the whole timeout): one per message would serialize those timeouts. A WAIT
+    covers every write sent before it, so a caller whose write was answered before a WAIT is
+    sent is covered by it.
+    """
+
+    def __init__(self, execute: Callable[..., Awaitable[Any]]) -> None:
+        self._execute = execute
+        self._running: asyncio.Future[int] | None = None
+        self._queued: asyncio.Future[int] | None = None
+
+    async def wait(self, replicas: int, timeout_ms: int) -> int:
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._send(replicas, timeout_ms))
+            return await asyncio.shield(self._running)
+        if self._queued is None:  # the WAIT in flight may have left before this caller's write
+            self._queued = asyncio.ensure_future(self._after(self._running, replicas, timeout_ms))
+        return await asyncio.shield(self._queued)
+
+    async def _send(self, replicas: int, timeout_ms: int) -> int:
+        try:
+            return int(await self._execute("WAIT", replicas, timeout_ms))
+        finally:
+            if self._running is asyncio.current_task():
+                self._running = None
+
+    async def _after(self, previous: asyncio.Future[int], replicas: int, timeout_ms: int) -> int:
+        await asyncio.wait([previous])
+        self._queued = None
+        self._running = asyncio.current_task()  # newcomers queue behind this one now
+        return await self._send(replicas, timeout_ms)
+
+
 class PipelinedConnection:
     """Redis commands, automatically pipelined, on one lazily opened connection.
 
@@ -156,6 +192,7 @@ class PipelinedConnection:
         # checks against Redis's TIME are stated in Redis's clock.
         self.clock_offset_ms = 0
         self.run_id = ""  # of the Redis process reached, when replicated
+        self._waits = SharedWait(self.execute)
 
     async def execute(self, *args: Any) -> Any:
         if self._closed:
@@ -181,7 +218,7 @@ class PipelinedConnection:
         return Server(self.clock_offset_ms, self.run_id)
 
     async def wait_replicas(self, key: str, replicas: int, timeout_ms: int) -> int:
-        return int(await self.execute("WAIT", replicas, timeout_ms))
+        return await self._waits.wait(replicas, timeout_ms)
 
     async def execute_asking(self, *args: Any) -> Any:
         """ASKING, then the command, in the same write: a cluster node importing the key's slot runs it."""

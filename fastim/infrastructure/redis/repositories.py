@@ -28,7 +28,7 @@ from fastim.domain.model import (
 )
 from fastim.infrastructure.redis import scripts
 from fastim.infrastructure.redis.keys import STANDALONE, Layout
-from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript
+from fastim.infrastructure.redis.batcher import CommandBatcher, Commands, LuaScript, Server
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 from fastim.infrastructure.redis.cluster import ClusterCommands
 from fastim.infrastructure.redis.pipeline import CommandInFlight
@@ -95,7 +95,7 @@ class RedisMessageRepository:
         # waiting for cannot be stored later.
         deadline = time.time_ns() // 1_000_000 + server.clock_offset_ms + APPEND_DEADLINE_MS
         args = [encode_message(message), ttl_seconds, max(max_length, 0), new_epoch(), deadline,
-                self._keys.channel(group_id), self._keys.publish, server.writer]
+                self._keys.channel(group_id), *self._publishing(server)]
         try:
             with storage_errors(f"append to {key}"):
                 reply = await self._batcher.run(_APPEND, [key, self._keys.stream(group_id)], args)
@@ -108,22 +108,39 @@ class RedisMessageRepository:
             raise StorageUnavailable(f"append to {key} came too late to Redis and was not stored")
         seq, epoch, total = int(reply[0]), str(reply[1]), int(reply[2])
         if self._wait_replicas > 0:
-            await self._replicated(key)
+            confirmed = await self._replicate_and_publish(key, group_id, reply[3])
+            if confirmed < self._wait_replicas:
+                raise NotReplicated(
+                    f"stored and delivered, but {confirmed} of {self._wait_replicas} replicas confirmed it "
+                    f"within {self._wait_timeout_ms} ms: a failover may lose it"
+                )
         return Appended(dataclasses.replace(message, seq=seq, id=message_id(epoch, seq)), total)
 
-    async def _replicated(self, key: str) -> None:
-        """Return once enough replicas hold what this connection wrote, or say that they may not."""
-        wanted = self._wait_replicas
+    def _publishing(self, server: Server) -> list[str]:
+        """The script's publish command and writer arguments.
+
+        Without replicas to wait for, the script publishes, and a stream written by another Redis
+        process than last time (a promoted replica) restarts its epoch: the old master may have
+        announced events that the new one never received. With replicas to wait for, the node
+        publishes once they confirmed: nothing announced can be lost, and the epoch stays.
+        """
+        if self._wait_replicas > 0:
+            return ["", ""]
+        return [self._keys.publish, server.writer]
+
+    async def _replicate_and_publish(self, key: str, group_id: str, event: str) -> int:
+        """WAIT for the replicas, then publish ``event``: how many replicas confirmed it."""
         try:
             with storage_errors(f"wait for replicas of {key}"):
-                confirmed = await self._batcher.wait_replicas(key, wanted, self._wait_timeout_ms)
-        except StorageUnavailable as exc:
-            raise NotReplicated(f"stored and delivered, but the replicas could not be asked: {exc}") from exc
-        if confirmed < wanted:
-            raise NotReplicated(
-                f"stored and delivered, but {confirmed} of {wanted} replicas confirmed it within "
-                f"{self._wait_timeout_ms} ms: a failover may lose it"
-            )
+                confirmed = await self._batcher.wait_replicas(key, self._wait_replicas, self._wait_timeout_ms)
+        except StorageUnavailable:
+            confirmed = 0
+        try:
+            with storage_errors(f"publish to {self._keys.channel(group_id)}"):
+                await self._batcher.execute(self._keys.publish, self._keys.channel(group_id), event)
+        except StorageUnavailable as exc:  # stored: the next event's gap makes every node read it
+            logger.warning("an event of %s was stored but not published: %s", key, exc)
+        return int(confirmed)
 
     async def find(self, draft: Message, window: int) -> Message | None:
         key = self._keys.messages(draft.group_id)
@@ -177,14 +194,17 @@ class RedisMessageRepository:
         with storage_errors(f"recall a message of {key}"):
             server = await self._batcher.server(key)
             args = [by, target.user_id, value, max(window, 1), target.not_before_ms, ttl_seconds,
-                    max(keep_recalls, 1), new_epoch(), self._keys.channel(group_id), prefix, self._keys.publish,
-                    server.writer]
+                    max(keep_recalls, 1), new_epoch(), self._keys.channel(group_id), prefix, *self._publishing(server)]
             names = [key, self._keys.stream(group_id), self._keys.recalls(group_id)]
             reply = await self._batcher.run(_REMOVE, names, args)
         if int(reply[0]) == 0:
             return None
         if int(reply[0]) < 0:
             raise RecallWindowExpired("the message is older than the recall window")
+        if self._wait_replicas > 0:
+            confirmed = await self._replicate_and_publish(key, group_id, reply[2])
+            if confirmed < self._wait_replicas:
+                logger.warning("a recall in %s was confirmed by %d of %d replicas", key, confirmed, self._wait_replicas)
         try:
             event = decode_event(reply[2])
         except InvalidPayload as exc:  # the script writes it: a message of a shape the codec refuses

@@ -149,14 +149,15 @@ end
 # KEYS[1] = gml:{groupId}, KEYS[2] = its stream;
 # ARGV = message JSON (without id and seq), ttl_seconds, max_length, epoch candidate,
 #        deadline (Redis time, ms; 0: none), channel, publish command (PUBLISH, or SPUBLISH on a
-#        cluster), writer (the run_id of the Redis process the node believes it talks to, when
-#        Redis is replicated; '' on one Redis: see next_seq).
+#        cluster; '' when the node publishes itself, once replicas confirmed the write), writer (the
+#        run_id of the Redis process the node believes it talks to, when Redis is replicated and
+#        events are published before replicas have them; '' otherwise: see next_seq).
 # Past the deadline nothing happens ({-1}): a node that stopped waiting for the answer told its
 # client the message was not sent, and it must never be stored later. Otherwise the message takes
 # the stream's next seq, gets "id" ({epoch}-{seq}) and "seq" as its last keys, is appended (the
 # list's TTL renewed, trimmed to max_length when positive) and published on the group's channel
 # in the same step, so subscribers receive the group's events in seq order. Returns
-# {seq, epoch, length}.
+# {seq, epoch, length, the stored element}.
 APPEND = _STREAM + """
 local deadline = tonumber(ARGV[5])
 if deadline > 0 then
@@ -178,8 +179,10 @@ local max_length = tonumber(ARGV[3])
 if max_length > 0 then
   redis.call('LTRIM', KEYS[1], -max_length, -1)
 end
-redis.call(ARGV[7], ARGV[6], item)
-return {seq, epoch, redis.call('LLEN', KEYS[1])}
+if ARGV[7] ~= '' then
+  redis.call(ARGV[7], ARGV[6], item)
+end
+return {seq, epoch, redis.call('LLEN', KEYS[1]), item}
 """
 
 # KEYS[1] = gml:{groupId}, KEYS[2] = its stream, KEYS[3] = its recall events (fastim:recalls:{groupId});
@@ -255,7 +258,9 @@ if ttl > 0 then
 else
   redis.call('PERSIST', KEYS[3])
 end
-redis.call(ARGV[11], ARGV[9], event)
+if ARGV[11] ~= '' then
+  redis.call(ARGV[11], ARGV[9], event)
+end
 return {1, item, event}
 """
 

@@ -245,8 +245,9 @@ class ShardedBroker:
 
     @property
     def subscribed_groups(self) -> frozenset[str]:
+        """The groups with listeners whose channel Redis confirmed."""
         groups = (self._keys.group_of_channel(c) for shard in self._shards.values() for c in shard.subscribed)
-        return frozenset(group for group in groups if group is not None)
+        return frozenset(group for group in groups if group in self._listeners)
 
     def on_resume(self, listener: ResumeListener) -> None:
         self._resume_listeners.append(listener)
