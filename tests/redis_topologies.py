@@ -391,7 +391,8 @@ class RedisClusterProcesses(_Processes):
         self._kill(port)
         return port
 
-    def wait_for_promotion(self, slot: int, old_port: int, timeout: float = 30) -> tuple[int, float]:
+    def wait_for_promotion(self, slot: int, old_port: int, timeout: float = 30,
+                           poll_s: float = POLL_S) -> tuple[int, float]:
         """Wait until a node other than ``old_port`` serves ``slot`` as master and every live node agrees.
 
         Returns the new master's port and the ``time.monotonic()`` of the first poll at which that
@@ -416,7 +417,7 @@ class RedisClusterProcesses(_Processes):
                     return new_port, first_seen[new_port]
             if time.monotonic() > deadline:
                 raise self._fail(f"slot {slot} was not taken over from port {old_port} in {timeout} s (seen: {owners})")
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
     def restart(self, port: int, timeout: float = SETTLE_TIMEOUT_S) -> None:
         """Start again the (killed) node on ``port`` with its directory, nodes.conf and options.
@@ -584,7 +585,7 @@ class RedisSentinelProcesses(_Processes):
         self._kill(port)
         return port
 
-    def wait_for_failover(self, old_port: int, timeout: float = 30) -> tuple[int, float]:
+    def wait_for_failover(self, old_port: int, timeout: float = 30, poll_s: float = POLL_S) -> tuple[int, float]:
         """Wait until every live Sentinel reports the same master other than ``old_port`` and its ROLE is master.
 
         Returns the new master's port and the ``time.monotonic()`` of the first poll at which a
@@ -604,7 +605,7 @@ class RedisSentinelProcesses(_Processes):
                     return address[1], first_seen[address[1]]
             if time.monotonic() > deadline:
                 raise self._fail(f"no failover from port {old_port} in {timeout} s (reported: {reported})")
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
     def _is_master(self, port: int) -> bool:
         try:

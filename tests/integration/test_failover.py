@@ -30,6 +30,9 @@ SEND_INTERVAL_S = 0.05  # 20 messages/s per group
 WARMUP_S = 2.0
 AFTER_PROMOTION_S = 6.0
 RESUME_WITHIN_S = 10.0
+# The promotion is watched from a thread of this process: polled often, it would hold the GIL the
+# watchers' timestamps need.
+PROMOTION_POLL_S = 0.25
 NODE_ENV = {"FASTIM_IM_RATE_LIMIT": "10000", "FASTIM_IM_RATE_BURST": "10000", "FASTIM_STORAGE_REDIS_WAIT_REPLICAS": "1"}
 
 
@@ -107,6 +110,16 @@ def check_one_ordered_stream(group: Group) -> None:
     assert not missing, f"{group.name}: {len(missing)} acknowledged messages never reached the watcher: {sorted(missing)[:5]}"
 
 
+async def settled(groups: list[Group], quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
+    """Wait until no frame has arrived for ``quiet_s`` (the last answers and deliveries), ``limit_s`` at most."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        last = max((group.received[-1][0] for group in groups if group.received), default=0.0)
+        if time.monotonic() - last >= quiet_s:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def resume(node: ServeProcess, group: str, since: int, epoch: str) -> dict:
     client = await Client.connect(node.base_url, f"/group/chat/{group}/returner/any?since={since}&epoch={epoch}")
     try:
@@ -133,7 +146,7 @@ async def run_failover(a: ServeProcess, b: ServeProcess, groups: list[Group], vi
     finally:
         stop.set()
         await talking
-    await asyncio.sleep(2.0)  # the last answers and deliveries
+    await settled(groups)
     opening = await resume(b, returner_group.name, away_since, away_epoch)
     for group in groups:
         for client in (group.sender, group.watcher):
@@ -183,7 +196,7 @@ async def test_a_cluster_master_killed_under_traffic(tmp_path, redis_binary):
         killed_at, promoted_at, returner, since, opening = await run_failover(
             a, b, groups, set(victims),
             kill=lambda: cluster.kill_master_of_slot(key_slot(b"g0")),
-            wait_promoted=lambda: cluster.wait_for_promotion(key_slot(b"g0"), old_port)[1],
+            wait_promoted=lambda: cluster.wait_for_promotion(key_slot(b"g0"), old_port, poll_s=PROMOTION_POLL_S)[1],
         )
         for group in groups:
             check_one_ordered_stream(group)
@@ -196,7 +209,7 @@ async def test_a_cluster_master_killed_under_traffic(tmp_path, redis_binary):
                 before = group.latencies(0, killed_at)
                 during = group.latencies(killed_at, promoted_at + 1.0)
                 assert during, f"{group.name}: nothing delivered during the failover"
-                assert p99(during) <= max(0.25, 5 * p99(before)), (group.name, p99(before), p99(during))
+                assert p99(during) <= max(0.05, 3 * p99(before)), (group.name, p99(before), p99(during))
                 print(f"{group.name} (other shard): p99 {p99(before) * 1000:.1f} ms before, "
                       f"{p99(during) * 1000:.1f} ms during the failover ({len(during)} messages)")
         check_resume(returner, since, opening)
@@ -229,7 +242,7 @@ async def test_a_sentinel_master_killed_under_traffic(tmp_path, redis_binary):
         _, promoted_at, returner, since, opening = await run_failover(
             a, b, groups, {group.name for group in groups},
             kill=topology.kill_master,
-            wait_promoted=lambda: topology.wait_for_failover(old_port)[1],
+            wait_promoted=lambda: topology.wait_for_failover(old_port, poll_s=PROMOTION_POLL_S)[1],
         )
         for group in groups:
             check_one_ordered_stream(group)

@@ -323,7 +323,7 @@ async def test_garbage_on_the_channel_is_logged_and_dropped_and_the_nodes_keep_w
         assert plain.publish(f"mq:{group}", payload) == 2
     await all_silent([*clients, outsider])
     for node in nodes:
-        node.wait_for_log(f"WARNING fastim.infrastructure.redis.broker: dropping an invalid payload on mq:{group}")
+        node.wait_for_log(f"WARNING fastim.infrastructure.redis.payloads: dropping an invalid payload on mq:{group}")
         assert node.stderr.count(f"dropping an invalid payload on mq:{group}:") == len(garbage)
 
     await clients[1].send("still here")

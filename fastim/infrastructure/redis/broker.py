@@ -12,10 +12,11 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from fastim.domain.codec import InvalidPayload, decode_event, decode_notice, encode_event, encode_notice
+from fastim.domain.codec import encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.listeners import call_each
+from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.keys import NOTICES_CHANNEL, STANDALONE
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
@@ -302,26 +303,16 @@ class RedisBroker:
         group_id = STANDALONE.group_of_channel(channel) if channel is not None else None
         if group_id is None:
             return
-        try:
-            event = decode_event(message.get("data", ""))
-        except InvalidPayload as exc:
-            logger.warning("dropping an invalid payload on %s: %s", channel, exc)
-            return
-        if event.group_id != group_id:
-            # Delivered, it would show the group's clients another group's message
-            # (the memory broker routes by the event's own group, so it never can).
-            logger.warning("dropping an invalid payload on %s: its groupId is %r", channel, event.group_id)
+        event = payloads.group_event(channel, group_id, message.get("data", ""))
+        if event is None:
             return
         listeners = self._listeners.get(group_id, ())
         await call_each(listeners, group_id, event, failure="a listener of group %s failed", failure_args=(group_id,))
 
     async def _deliver_notice(self, payload: str) -> None:
-        try:
-            notice = decode_notice(payload)
-        except InvalidPayload as exc:
-            logger.warning("dropping an invalid payload on %s: %s", NOTICES_CHANNEL, exc)
-            return
-        await call_each(self._notice_listeners, notice, failure="a notice listener failed")
+        notice = payloads.notice(payload)
+        if notice is not None:
+            await call_each(self._notice_listeners, notice, failure="a notice listener failed")
 
     def _backoff_seconds(self) -> float:
         doublings = min(self._failures - 1, _BACKOFF_MAX_DOUBLINGS)

@@ -30,8 +30,8 @@ HEALTH_CHECK_INTERVAL_SECONDS = 30
 # message twice, and an outage should surface at once (the pool already
 # reconnects a stale connection before handing it out).
 NO_RETRY = 0
-# Connections per node of this pool, which carries pub/sub, the group-list
-# summaries (MULTI) and the pings; every other command goes through the node's
+# Connections per node of this pool, which carries pub/sub and the pings; every
+# other command goes through the node's
 # PipelinedConnection. At the cap a command waits for a free connection (up to
 # POOL_WAIT_SECONDS) instead of failing at once, as redis-py's default pool does.
 MAX_CONNECTIONS = 64
@@ -41,23 +41,27 @@ POOL_WAIT_SECONDS = 5.0
 def make_client(url: str) -> redis.Redis:
     """A client for ``url``; it connects lazily, on its first command."""
     pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=POOL_WAIT_SECONDS,
-        decode_responses=True,
-        # A non-UTF-8 entry or payload from another program then decodes to
-        # U+FFFD and is judged by the codec, instead of failing the whole read.
-        encoding_errors="replace",
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
-        retry=Retry(NoBackoff(), NO_RETRY),
-        **without_maint_notifications(),
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **connection_options()
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
-def without_maint_notifications() -> dict[str, Any]:
+def connection_options() -> dict[str, Any]:
+    """How every redis-py connection of a node behaves (this module's constants)."""
+    return {
+        "decode_responses": True,
+        # A non-UTF-8 entry or payload from another program then decodes to
+        # U+FFFD and is judged by the codec, instead of failing the whole read.
+        "encoding_errors": "replace",
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
+        "retry": Retry(NoBackoff(), NO_RETRY),
+        **_without_maint_notifications(),
+    }
+
+
+def _without_maint_notifications() -> dict[str, Any]:
     # Maintenance notifications (a Redis Enterprise feature over RESP3) are
     # "auto" by default in redis-py 8, and while on, the pool skips its check
     # for a pooled connection the server closed: the first command after a

@@ -118,22 +118,36 @@ class SharedWait:
 
     A WAIT blocks its connection until the replicas confirm or it times out (with no replica
     reachable, for the whole timeout): one per message would serialize those timeouts. A WAIT
-    covers every write sent before it, so a caller whose write was answered before a WAIT is
-    sent is covered by it.
+    covers every write answered before it is sent: callers of the loop turn in which it is
+    issued share it (it is written at the end of that turn); later callers share the next.
     """
 
     def __init__(self, execute: Callable[..., Awaitable[Any]]) -> None:
         self._execute = execute
         self._running: asyncio.Future[int] | None = None
+        self._joinable = False  # the running WAIT is not written yet: it covers a caller now
         self._queued: asyncio.Future[int] | None = None
 
     async def wait(self, replicas: int, timeout_ms: int) -> int:
         if self._running is None:
             self._running = asyncio.ensure_future(self._send(replicas, timeout_ms))
+            self._open_join()
+            return await asyncio.shield(self._running)
+        if self._joinable:
             return await asyncio.shield(self._running)
         if self._queued is None:  # the WAIT in flight may have left before this caller's write
             self._queued = asyncio.ensure_future(self._after(self._running, replicas, timeout_ms))
         return await asyncio.shield(self._queued)
+
+    def _open_join(self) -> None:
+        # The task queues its WAIT on its first step, in this turn; the connection writes it when
+        # the turn ends. Callers woken before that are covered; the window closes with the turn.
+        self._joinable = True
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self._close_join)
+
+    def _close_join(self) -> None:
+        self._joinable = False
 
     async def _send(self, replicas: int, timeout_ms: int) -> int:
         try:
@@ -146,6 +160,7 @@ class SharedWait:
         await asyncio.wait([previous])
         self._queued = None
         self._running = asyncio.current_task()  # newcomers queue behind this one now
+        self._open_join()
         return await self._send(replicas, timeout_ms)
 
 

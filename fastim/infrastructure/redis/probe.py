@@ -87,9 +87,10 @@ class Probe:
                     self._on_silence()
                 continue
             self._count += 1
+            # Awaited before the publish answers: the probe may come back first.
+            self._sent_at = now
             try:
                 await self._publish(self.channel, str(self._count))
             except STORAGE_ERRORS as exc:
                 logger.debug("cannot publish a pub/sub probe: %s", describe(exc))
-                continue
-            self._sent_at = now
+                self._sent_at = None

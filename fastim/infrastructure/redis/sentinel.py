@@ -19,13 +19,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 
-from fastim.infrastructure.redis.client import (
-    CONNECT_TIMEOUT_SECONDS,
-    HEALTH_CHECK_INTERVAL_SECONDS,
-    NO_RETRY,
-    SOCKET_TIMEOUT_SECONDS,
-    without_maint_notifications,
-)
+from fastim.infrastructure.redis.client import NO_RETRY, connection_options
 from fastim.infrastructure.redis.cluster import parse_addresses
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 
@@ -51,17 +45,7 @@ def sentinel_client(sentinel: Sentinel, master: str, url: str) -> redis.Redis:
     options: dict[str, Any] = {
         key: value for key, value in parse_url(url).items() if key in ("username", "password", "db")
     }
-    return sentinel.master_for(
-        master,
-        decode_responses=True,
-        encoding_errors="replace",
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
-        retry=Retry(NoBackoff(), NO_RETRY),
-        **options,
-        **without_maint_notifications(),
-    )
+    return sentinel.master_for(master, **connection_options(), **options)
 
 
 def sentinel_commands(sentinel: Sentinel, master: str, url: str) -> PipelinedConnection:

@@ -25,11 +25,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Iterable
 
-from fastim.domain.codec import InvalidPayload, decode_event, decode_notice, encode_event, encode_notice
+from fastim.domain.codec import encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.listeners import call_each_now
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.cluster import Address, ClusterCommands, slot_of
 from fastim.infrastructure.redis.keys import CLUSTER, NOTICES_CHANNEL, Layout
 from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_PREFIX, PROBE_TIMEOUT_S, Probe
@@ -336,7 +337,9 @@ class ShardedBroker:
         self._reconnects += 1
 
     def probe_channel(self, address: Address) -> str:
-        """A sharded channel of this node whose slot ``address`` serves (found in a few tries)."""
+        """A sharded channel of this node whose slot ``address`` serves (about 16384 / its slots tries)."""
+        if address not in self.cluster.masters():
+            return f"{PROBE_PREFIX}{self._node}"  # a master no longer: nothing to probe (and no search)
         for attempt in range(1 << 16):
             channel = f"{PROBE_PREFIX}{self._node}:{{{attempt}}}"
             if self.cluster.owner(slot_of(channel)) == address:
@@ -356,23 +359,13 @@ class ShardedBroker:
 
     def deliver(self, channel: str, data: str) -> None:
         if channel == NOTICES_CHANNEL:
-            try:
-                notice = decode_notice(data)
-            except InvalidPayload as exc:
-                logger.warning("dropping an invalid payload on %s: %s", NOTICES_CHANNEL, exc)
-                return
-            call_each_now(self._notice_listeners, notice, failure="a notice listener failed", spawn=self.spawn)
+            notice = payloads.notice(data)
+            if notice is not None:
+                call_each_now(self._notice_listeners, notice, failure="a notice listener failed", spawn=self.spawn)
             return
         group_id = self._keys.group_of_channel(channel)
-        if group_id is None:
-            return
-        try:
-            event = decode_event(data)
-        except InvalidPayload as exc:
-            logger.warning("dropping an invalid payload on %s: %s", channel, exc)
-            return
-        if event.group_id != group_id:
-            logger.warning("dropping an invalid payload on %s: its groupId is %r", channel, event.group_id)
+        event = None if group_id is None else payloads.group_event(channel, group_id, data)
+        if event is None:
             return
         listeners = self._listeners.get(group_id, ())
         call_each_now(listeners, group_id, event, failure="a listener of group %s failed",
