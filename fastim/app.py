@@ -1,7 +1,8 @@
-"""make_app(container): the route table of one node."""
+"""The route table of one node: ``routes(container, prefix)``, and ``make_app(container)`` serving it alone."""
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import tornado.web
@@ -57,16 +58,28 @@ def http_routes(container: Container) -> list[tuple]:
     ]
 
 
-def make_app(container: Container) -> tornado.web.Application:
+def routes(container: Container, prefix: str = "") -> list[tuple]:
+    """Every route of the node, each path under ``prefix`` (``""``, or e.g. ``"/im"``).
+
+    The OpenAPI document lists the paths with the prefix. The container's auth
+    gate must know the open paths with the same prefix (``fastim.embed.mount``
+    sees to that), since it judges the path a request came in on.
+    """
     http = container.http_context()
-    routes = http_routes(container)
-    document = build_document([(path, handler) for path, handler, _ in routes] + [("/openapi.json", OpenApiHandler)], http.gate)
-    routes.append((r"/openapi.json", OpenApiHandler, {"http": http, "document": document}))
-    routes.extend(socket_routes(container))
-    routes.extend(web_routes(logins_open=bool(open_logins(container))))
+    api = http_routes(container)
+    documented = [(path, handler) for path, handler, _ in api] + [("/openapi.json", OpenApiHandler)]
+    document = build_document([(prefix + path, handler) for path, handler in documented], http.gate)
+    api.append((r"/openapi.json", OpenApiHandler, {"http": http, "document": document}))
+    table = api + socket_routes(container) + web_routes(logins_open=bool(open_logins(container)))
+    pattern = re.escape(prefix)
+    return [(pattern + path, handler, kwargs) for path, handler, kwargs in table]
+
+
+def make_app(container: Container) -> tornado.web.Application:
+    """The node's own application: every route at the root, a JSON 404 elsewhere, tokens kept out of the access log."""
     return tornado.web.Application(
-        routes,
+        routes(container),
         default_handler_class=NotFoundHandler,
-        default_handler_args={"http": http},
+        default_handler_args={"http": container.http_context()},
         log_function=log_request,
     )

@@ -85,8 +85,7 @@ class Node:
             except Exception:
                 logger.debug("closing the container after a failed start failed", exc_info=True)
             raise
-        tune_garbage_collector()
-        self._log_started()
+        self._started()
 
     async def stop(self) -> None:
         for name, stage in self._shutdown_stages():
@@ -106,15 +105,19 @@ class Node:
             ("close storage and broker", self._close_container),
         ]
 
-    def check_protected_mode(self) -> None:
-        """Like Redis's protected mode: with open logins, listen on loopback only unless told otherwise."""
+    def check_protected_mode(self, host: str | None = None) -> None:
+        """Like Redis's protected mode: with open logins, listen on loopback only unless told otherwise.
+
+        ``host`` is where the node is to listen: ``[server] host`` unless given.
+        """
         server = self.settings.server
+        host = server.host if host is None else host
         if not server.protected_mode:
             return
         reasons = open_logins(self.container)
-        if reasons and not is_loopback(server.host):
+        if reasons and not is_loopback(host):
             raise StartupError(
-                f"refusing to listen on {server.host}: logins are open ({'; '.join(reasons)}), so anyone could "
+                f"refusing to listen on {host}: logins are open ({'; '.join(reasons)}), so anyone could "
                 "act as any user; set [im] login_auth = 1 and replace the authenticator, or set "
                 "[server] protected_mode = 0 to serve anyway"
             )
@@ -157,6 +160,12 @@ class Node:
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from exc
+        self._accept(server, sockets)
+        self._http_server = server
+
+    def _accept(self, server: tornado.httpserver.HTTPServer, sockets: list[socket.socket]) -> None:
+        """Accept on ``sockets`` for ``server``, within ``[server] max_connections`` and ``max_connections_per_ip``."""
+        settings = self.settings.server
         open_files = raise_open_files_limit()
         limit = settings.max_connections or max(MIN_AUTO_CONNECTIONS, open_files - OPEN_FILES_RESERVE)
         refused = self.container.metrics().refused_connections
@@ -164,9 +173,13 @@ class Node:
             server, Admission(limit, settings.max_connections_per_ip), lambda which: refused.labels(which).inc()
         )
         self._acceptor.add_sockets(sockets)
-        self._http_server = server
         per_address = f", {settings.max_connections_per_ip} per address" if settings.max_connections_per_ip else ""
         self._capacity = f"up to {limit} connections{per_address} (open-files limit {open_files})"
+
+    def _started(self) -> None:
+        """What a node does once it serves: a process of its own, it tunes the collector for its sockets."""
+        tune_garbage_collector()
+        self._log_started()
 
     def _log_started(self) -> None:
         server = self.settings.server

@@ -15,8 +15,9 @@ import tornado.web
 
 access_log = logging.getLogger("tornado.access")
 
-# /group/chat/{groupId}/{userId}/{token} and /group/list/{userId}/{token}
-_TOKEN_SEGMENT = re.compile(r"\A(/group/chat/[^/]*/[^/]*/|/group/list/[^/]*/)[^/]+")
+# /group/chat/{groupId}/{userId}/{token} and /group/list/{userId}/{token}, at the root
+# or under the prefix of an application that embeds fastim (/im/group/chat/...)
+_TOKEN_SEGMENT = re.compile(r"(/group/chat/[^/]*/[^/]*/|/group/list/[^/]*/)[^/]+")
 REDACTED = "***"
 
 

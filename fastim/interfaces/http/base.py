@@ -94,6 +94,13 @@ class ApiHandler(tornado.web.RequestHandler):
         if not admitted:
             raise LoginRequired()
 
+    def check_xsrf_cookie(self) -> None:
+        """No XSRF check, even when a host application embedding fastim sets ``xsrf_cookies``.
+
+        The API authenticates by the ``userId`` and ``token`` headers, which a
+        cross-site form cannot send, and never by cookies.
+        """
+
     @property
     def caller(self) -> str:
         """The user the gate admitted (header ``userId``)."""

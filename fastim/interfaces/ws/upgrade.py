@@ -70,6 +70,13 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
         return self.cors.allows(origin)
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        if isinstance(getattr(self.request.connection, "stream", None), tornado.iostream.SSLIOStream):
+            # An application embedding fastim may serve TLS itself: the Transport would read TLS
+            # records as frames (a record split across TCP segments looks like a lost connection).
+            raise tornado.web.HTTPError(
+                501, "fastim's WebSockets need plain HTTP: terminate TLS in front of this server",
+                reason="WebSockets are not served over TLS here",
+            )
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None  # Tornado answers 426 with the version it speaks
         params = tornado.websocket._WebSocketParams(max_message_size=self.limits.max_message_bytes)
