@@ -17,6 +17,10 @@ setup(
         "dependency-injector>=4.41",
         "apispec>=6.0",
         "prometheus-client>=0.17",
+        # --storage sqlite | postgres
+        "sqlalchemy[asyncio]>=2.0",
+        "aiosqlite>=0.19",
+        "asyncpg>=0.29",
     ],
     extras_require={
         "test": [

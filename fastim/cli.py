@@ -26,6 +26,9 @@ SERVE_FLAGS = {
     "port": ("server", "port"),
     "workers": ("server", "workers"),
     "backend": ("storage", "backend"),
+    "storage": ("storage", "backend"),
+    "broker": ("broker", "backend"),
+    "database_url": ("storage", "database_url"),
     "redis_url": ("storage", "redis_url"),
     "redis_cluster": ("storage", "redis_cluster"),
     "redis_sentinel": ("storage", "redis_sentinels"),
@@ -55,7 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on ([server] host)")
     serve.add_argument("--port", help="port to listen on ([server] port)")
     serve.add_argument("--workers", metavar="N", help="processes sharing the port, each a full node ([server] workers)")
-    serve.add_argument("--backend", metavar="memory|redis", help="storage backend ([storage] backend)")
+    serve.add_argument(
+        "--backend", metavar="memory|redis",
+        help="storage and broker backend at once ([storage] backend; the broker follows)",
+    )
+    serve.add_argument(
+        "--storage", metavar="memory|redis|sqlite|postgres", help="where messages, groups and tokens live "
+        "([storage] backend)",
+    )
+    serve.add_argument(
+        "--broker", metavar="memory|redis",
+        help="how nodes announce events to each other ([broker] backend; default: redis with redis storage, "
+        "else memory)",
+    )
+    serve.add_argument(
+        "--database-url", metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST/DB for --storage sqlite|postgres ([storage] database_url)",
+    )
     serve.add_argument("--redis-url", metavar="URL", help="Redis to use with --backend redis ([storage] redis_url)")
     serve.add_argument(
         "--redis-cluster", metavar="HOST:PORT[,...]",
@@ -93,6 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
         for flag, setting in SERVE_FLAGS.items()
         if getattr(args, flag) is not None
     }
+    if args.backend is not None and args.broker is None and args.storage is None:
+        overrides["broker", "backend"] = args.backend  # --backend sets both, as it always did
     return serve_with(config=args.config, overrides=overrides)
 
 

@@ -29,6 +29,13 @@ from fastim.infrastructure.redis.keys import CLUSTER, STANDALONE
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.sentinel import make_sentinel, sentinel_client, sentinel_commands
 from fastim.infrastructure.redis.sharded_broker import ShardedBroker
+from fastim.infrastructure.sql.engine import make_engine
+from fastim.infrastructure.sql.repositories import (
+    SqlMembershipRepository,
+    SqlMessageRepository,
+    SqlStorage,
+    SqlTokenRepository,
+)
 from fastim.infrastructure.redis.repositories import (
     RedisMembershipRepository,
     RedisMessageRepository,
@@ -86,7 +93,7 @@ class Container(containers.DeclarativeContainer):
     )
 
     broker = providers.Selector(
-        config.storage.backend,
+        config.broker.backend,
         memory=providers.Singleton(MemoryBroker),
         redis=providers.Selector(
             config.storage.redis_mode,
@@ -95,8 +102,17 @@ class Container(containers.DeclarativeContainer):
             cluster=providers.Singleton(ShardedBroker, redis_commands),
         ),
     )
+    # SQLite or PostgreSQL: one engine, the same repositories.
+    sql_engine = providers.Singleton(make_engine, config.storage.database_url)
+    sql_messages = providers.Singleton(SqlMessageRepository, sql_engine, clock, broker)
+    sql_memberships = providers.Singleton(SqlMembershipRepository, sql_engine)
+    sql_tokens = providers.Singleton(SqlTokenRepository, sql_engine, clock)
+    sql_storage = providers.Singleton(SqlStorage, sql_engine)
+
     message_repository = providers.Selector(
         config.storage.backend,
+        sqlite=sql_messages,
+        postgres=sql_messages,
         memory=providers.Singleton(MemoryMessageRepository, clock, broker),
         redis=providers.Singleton(
             RedisMessageRepository,
@@ -108,16 +124,22 @@ class Container(containers.DeclarativeContainer):
     )
     membership_repository = providers.Selector(
         config.storage.backend,
+        sqlite=sql_memberships,
+        postgres=sql_memberships,
         memory=providers.Singleton(MemoryMembershipRepository),
         redis=providers.Singleton(RedisMembershipRepository, redis_client, redis_commands),
     )
     token_repository = providers.Selector(
         config.storage.backend,
+        sqlite=sql_tokens,
+        postgres=sql_tokens,
         memory=providers.Singleton(MemoryTokenRepository, clock),
         redis=providers.Singleton(RedisTokenRepository, redis_client, redis_commands),
     )
     storage = providers.Selector(
         config.storage.backend,
+        sqlite=sql_storage,
+        postgres=sql_storage,
         memory=providers.Singleton(MemoryStorage),
         redis=providers.Selector(
             config.storage.redis_mode,
@@ -224,7 +246,10 @@ async def close_container(container: Container) -> None:
     await container.membership_refresher().close()
     await container.hub().close()
     await container.broker().close()
-    if container.config.storage.backend() == "redis":
+    if container.config.storage.backend() in ("sqlite", "postgres"):
+        await container.sql_messages().close()
+        await container.sql_engine().dispose()
+    if "redis" in (container.config.storage.backend(), container.config.broker.backend()):
         await container.redis_commands().aclose()
         client = container.redis_client()
         if client is not None:

@@ -21,6 +21,8 @@ from tornado.netutil import bind_sockets
 from fastim.app import make_app
 from fastim.container import Container, build_container, close_container, open_logins
 from fastim.interfaces.acceptor import Acceptor, Admission
+from fastim.infrastructure.sql.engine import describe as describe_sql_error
+from fastim.infrastructure.sql.engine import migrate
 from fastim.interfaces.http.body_limit import BodyLimit
 from fastim.settings import Settings
 
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 # A reachable Redis answers PING in milliseconds; 3 s covers a slow network
 # while an operator who mistyped the URL still gets an answer at once.
 STARTUP_PING_TIMEOUT_SECONDS = 3.0
+# Creating or migrating the schema is a few statements; a database that takes longer is not there.
+MIGRATION_TIMEOUT_SECONDS = 30.0
 # Orchestrators (Kubernetes: terminationGracePeriodSeconds = 30) kill a node that
 # takes too long to stop; 10 s leaves room while keeping a stuck node from hanging.
 SHUTDOWN_DEADLINE_SECONDS = 10.0
@@ -124,8 +128,24 @@ class Node:
 
     async def check_storage(self) -> None:
         storage = self.settings.storage
-        if storage.backend != "redis":
-            return
+        if storage.backend in ("sqlite", "postgres"):
+            await self._migrate_database()
+        if "redis" in (storage.backend, self.settings.broker.backend):
+            await self._check_redis()
+
+    async def _migrate_database(self) -> None:
+        """Reach the database and bring its schema up to date, or stop with one line saying why."""
+        where = f"the database at {redact_url(self.settings.storage.database_url)}"
+        try:
+            async with asyncio.timeout(MIGRATION_TIMEOUT_SECONDS):
+                await migrate(self.container.sql_engine())
+        except TimeoutError:
+            raise StartupError(f"cannot reach {where}: no answer within {MIGRATION_TIMEOUT_SECONDS:g} s")
+        except Exception as exc:
+            raise StartupError(f"cannot reach {where}: {describe_sql_error(exc)}") from exc
+
+    async def _check_redis(self) -> None:
+        storage = self.settings.storage
         # Redis is asked directly, not through Storage.ping(), so that the
         # reason reaches the operator in the one line that stops the process.
         if storage.redis_mode == "cluster":

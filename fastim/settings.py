@@ -15,6 +15,8 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 ENV_PREFIX = "FASTIM_"
 DEFAULT_CONFIG_PATH = "settings.ini"
 DEFAULT_SOURCE = "built-in default"
+# backend = sqlite without a database_url: a file in the working directory.
+DEFAULT_SQLITE_URL = "sqlite:///fastim.db"
 
 
 class SettingsError(Exception):
@@ -41,6 +43,7 @@ class ServerSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     backend: str
+    database_url: str
     redis_url: str
     redis_cluster: str
     redis_sentinels: str
@@ -72,6 +75,11 @@ class ImSettings:
 
 
 @dataclass(frozen=True)
+class BrokerSettings:
+    backend: str  # "memory" or "redis": as [broker] backend says, else what the storage implies
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     login_failures_per_ip: int
     login_failures_per_user: int
@@ -82,6 +90,7 @@ class AuthSettings:
 class Settings:
     server: ServerSettings
     storage: StorageSettings
+    broker: BrokerSettings
     im: ImSettings
     auth: AuthSettings
 
@@ -199,7 +208,14 @@ _ADDRESSES_ERROR = "Must be HOST:PORT[,HOST:PORT...]."
 
 
 class StorageSchema(Schema):
-    backend = _Choice(("memory", "redis"), load_default="memory")
+    backend = _Choice(("memory", "redis", "sqlite", "postgres"), load_default="memory")
+    # The database of backend = sqlite or postgres (SQLite: a file, created when missing).
+    database_url = fields.String(
+        load_default="",
+        validate=validate.Regexp(
+            r"^((sqlite|postgres|postgresql)://\S*)?$", error="Must be a sqlite:// or postgresql:// URL."
+        ),
+    )
     redis_url = fields.String(
         load_default="redis://127.0.0.1:6379/3",
         validate=validate.Regexp(
@@ -226,7 +242,18 @@ class StorageSchema(Schema):
     @post_load
     def make(self, data: dict, **kwargs: Any) -> StorageSettings:
         mode = "cluster" if data["redis_cluster"] else "sentinel" if data["redis_sentinels"] else "single"
+        if data["backend"] == "sqlite" and not data["database_url"]:
+            data["database_url"] = DEFAULT_SQLITE_URL
         return StorageSettings(**data, redis_mode=mode)
+
+
+class BrokerSchema(Schema):
+    # "": redis with backend = redis, memory otherwise (one node).
+    backend = _Choice(("", "memory", "redis"), load_default="")
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> BrokerSettings:
+        return BrokerSettings(**data)
 
 
 class ImSchema(Schema):
@@ -277,6 +304,7 @@ class AuthSchema(Schema):
 class SettingsSchema(Schema):
     server = fields.Nested(ServerSchema, required=True)
     storage = fields.Nested(StorageSchema, required=True)
+    broker = fields.Nested(BrokerSchema, required=True)
     im = fields.Nested(ImSchema, required=True)
     auth = fields.Nested(AuthSchema, required=True)
 
@@ -292,6 +320,9 @@ def known_keys() -> dict[str, tuple[str, ...]]:
         for name, field in SettingsSchema().fields.items()
     }
 
+
+# The flags of `fastim serve` not named after their key.
+_FLAG_NAMES = {("broker", "backend"): "--broker", ("storage", "redis_sentinels"): "--redis-sentinel"}
 
 # (section, key) -> (raw value, where it came from)
 _Raw = dict[tuple[str, str], tuple[str, str]]
@@ -372,7 +403,7 @@ def _from_overrides(
     for (section, key), value in overrides.items():
         if key not in keys.get(section, ()):
             raise SettingsError(f"unknown setting [{section}] {key} (from command line)")
-        raw[section, key] = (value, "--" + key.replace("_", "-"))
+        raw[section, key] = (value, _FLAG_NAMES.get((section, key), "--" + key.replace("_", "-")))
     return raw
 
 
@@ -391,28 +422,53 @@ def _validate(raw: _Raw, keys: dict[str, tuple[str, ...]]) -> Settings:
             if isinstance(errors.get(section), dict) and key in errors[section]
         ]
         raise SettingsError("; ".join(problems) or _one_line(exc)) from exc
-    settings = _redis_topology(settings, raw)
-    if settings.server.workers > 1 and settings.storage.backend == "memory":
-        value, source = raw.get(("server", "workers"), ("", DEFAULT_SOURCE))
-        raise SettingsError(
-            f"invalid setting [server] workers = {value!r} (from {source}): several workers need "
-            "[storage] backend = redis; in-memory workers would not see each other's messages"
-        )
+    settings = _backends(settings, raw)
+    _check_workers(settings, raw)
     return settings
 
 
-def _redis_topology(settings: Settings, raw: _Raw) -> Settings:
-    """A Redis Cluster or Sentinel given means the redis backend, unless memory was asked for in so many words."""
-    if settings.storage.redis_mode == "single" or settings.storage.backend == "redis":
-        return settings
-    topology = "redis_cluster" if settings.storage.redis_mode == "cluster" else "redis_sentinels"
-    if ("storage", "backend") in raw:
-        value, source = raw["storage", "backend"]
-        raise SettingsError(
-            f"invalid setting [storage] backend = {value!r} (from {source}): [storage] {topology} "
-            "is set, which needs the redis backend"
-        )
-    return dataclasses.replace(settings, storage=dataclasses.replace(settings.storage, backend="redis"))
+def _backends(settings: Settings, raw: _Raw) -> Settings:
+    """The storage and broker backends, completed and checked together."""
+    storage = settings.storage
+    if storage.redis_mode != "single" and storage.backend == "memory":
+        # A Redis Cluster or Sentinel given means Redis, unless memory was asked for in so many words.
+        topology = "redis_cluster" if storage.redis_mode == "cluster" else "redis_sentinels"
+        if ("storage", "backend") in raw:
+            raise _invalid(raw, "storage", "backend", f"[storage] {topology} is set, which needs the redis backend")
+        storage = dataclasses.replace(storage, backend="redis")
+    broker = settings.broker.backend or ("redis" if storage.backend == "redis" or storage.redis_mode != "single"
+                                         else "memory")
+    if storage.backend == "postgres" and not storage.database_url.startswith(("postgres://", "postgresql://")):
+        raise _invalid(raw, "storage", "database_url", "[storage] backend = postgres needs a postgresql:// URL")
+    if storage.backend == "sqlite" and not storage.database_url.startswith("sqlite://"):
+        raise _invalid(raw, "storage", "database_url", "[storage] backend = sqlite needs a sqlite:/// URL")
+    if storage.backend == "redis" and broker == "memory":
+        raise _invalid(raw, "broker", "backend", "Redis storage announces every event on Redis: "
+                                                 "[storage] backend = redis needs the redis broker")
+    if storage.backend == "memory" and broker == "redis":
+        raise _invalid(raw, "broker", "backend", "in-memory storage is one node's own: other nodes "
+                                                 "could not read what a redis broker announced")
+    return dataclasses.replace(settings, storage=storage, broker=BrokerSettings(broker))
+
+
+def _check_workers(settings: Settings, raw: _Raw) -> None:
+    if settings.server.workers <= 1:
+        return
+    if settings.storage.backend == "memory":
+        reason = ("several workers need [storage] backend = redis or postgres; in-memory workers would not see "
+                  "each other's messages")
+    elif settings.storage.backend == "sqlite":
+        reason = "several workers need a shared storage; SQLite is one process's (use postgres or redis)"
+    elif settings.broker.backend == "memory":
+        reason = "several workers need [broker] backend = redis; a memory broker reaches one process"
+    else:
+        return
+    raise _invalid(raw, "server", "workers", reason)
+
+
+def _invalid(raw: _Raw, section: str, key: str, reason: str) -> SettingsError:
+    value, source = raw.get((section, key), ("", DEFAULT_SOURCE))
+    return SettingsError(f"invalid setting [{section}] {key} = {value!r} (from {source}): {reason}")
 
 
 def _describe(section: str, key: str, given: tuple[str, str], messages: Any) -> str:

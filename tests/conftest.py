@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.redis_server import RedisServer, find_binary, redis_required
+from tests.databases import POSTGRES_ADMIN_URL, PostgresDatabase, postgres_reachable, postgres_required
 from tests.redis_topologies import RedisClusterProcesses, find_cli
 
 
@@ -55,6 +56,26 @@ def fresh_redis_cluster(redis_cluster):
     """The session's Redis Cluster, emptied for this test."""
     redis_cluster.flush()
     return redis_cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A PostgreSQL database of this run's own (on 127.0.0.1:5432 unless FASTIM_TEST_POSTGRES_URL says where).
+
+    Skips when the server does not answer, unless FASTIM_REQUIRE_POSTGRES is set: then it fails.
+    """
+    reason = postgres_reachable()
+    if reason is not None:
+        message = f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {reason}"
+        if postgres_required():
+            pytest.fail(f"{message} and FASTIM_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    database = PostgresDatabase()
+    database.create()
+    try:
+        yield database
+    finally:
+        database.drop()
 
 
 def _binary() -> str:

@@ -22,6 +22,13 @@ from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses
 from fastim.infrastructure.redis.keys import CLUSTER
 from fastim.infrastructure.redis.sharded_broker import ShardedBroker
+from fastim.infrastructure.sql.engine import make_engine, migrate
+from fastim.infrastructure.sql.repositories import (
+    SqlMembershipRepository,
+    SqlMessageRepository,
+    SqlStorage,
+    SqlTokenRepository,
+)
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.repositories import (
     RedisMembershipRepository,
@@ -41,6 +48,7 @@ class Backend:
     clock: Any
     new_broker: Any  # () -> a Broker; two calls are two nodes on the same storage
     raw: Any = None  # the underlying redis client, for assertions on keys
+    anchor_index: bool = False  # anchors are found by an index, not by a bounded scan (SQL)
 
     async def elapse(self, seconds: float) -> None:
         """Let TTLs run: the manual clock moves, Redis really waits."""
@@ -121,11 +129,39 @@ def _cluster_backend(cluster) -> tuple[Backend, list]:
     return backend, closables
 
 
+def _sql_backend(name: str, url: str, io_loop) -> tuple[Backend, list]:
+    """The SQL adapters on ``url``, their schema migrated; announcements on one in-process broker."""
+    engine = make_engine(url)
+    clock = ManualClock()
+    broker = MemoryBroker()
+    messages = SqlMessageRepository(engine, clock, broker)
+    backend = Backend(
+        name=name,
+        messages=messages,
+        memberships=SqlMembershipRepository(engine),
+        tokens=SqlTokenRepository(engine, clock),
+        storage=SqlStorage(engine),
+        clock=clock,
+        new_broker=lambda: broker,
+        anchor_index=True,
+    )
+    io_loop.run_sync(lambda: migrate(engine))
+
+    class Disposal:
+        async def aclose(self) -> None:
+            await messages.close()
+            await engine.dispose()
+
+    return backend, [broker, Disposal()]
+
+
 @pytest.fixture(params=[
     "memory",
     "fakeredis",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("cluster", marks=pytest.mark.redis),
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
 ])
 def backend(request, io_loop):
     if request.param == "memory":
@@ -137,6 +173,13 @@ def backend(request, io_loop):
         )
     elif request.param == "cluster":
         backend, closables = _cluster_backend(request.getfixturevalue("fresh_redis_cluster"))
+    elif request.param == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "chat.db"
+        backend, closables = _sql_backend("sqlite", f"sqlite:///{path}", io_loop)
+    elif request.param == "postgres":
+        database = request.getfixturevalue("postgres_database")
+        io_loop.run_sync(database.truncate)
+        backend, closables = _sql_backend("postgres", database.url, io_loop)
     else:
         server = request.getfixturevalue("fresh_redis")
         backend, closables = _redis_backend(

@@ -9,10 +9,16 @@ import pytest
 from fastim.app import make_app
 from fastim.container import build_container, close_container
 from fastim.infrastructure.clock import ManualClock
+from fastim.infrastructure.sql.engine import migrate
 from tests.settings_factory import make_settings
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=[
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+])
 def backend_name(request):
     return request.param
 
@@ -34,9 +40,17 @@ def container(request, backend_name, node_settings, clock, io_loop):
     overrides = {"storage__backend": backend_name}
     if backend_name == "redis":
         overrides["storage__redis_url"] = request.getfixturevalue("fresh_redis").url
+    elif backend_name == "sqlite":
+        overrides["storage__database_url"] = f"sqlite:///{request.getfixturevalue('tmp_path') / 'chat.db'}"
+    elif backend_name == "postgres":
+        database = request.getfixturevalue("postgres_database")
+        io_loop.run_sync(database.truncate)
+        overrides["storage__database_url"] = database.url
     overrides.update(node_settings)
     container = build_container(make_settings(**overrides))
     container.clock.override(clock)
+    if backend_name in ("sqlite", "postgres"):
+        io_loop.run_sync(lambda: migrate(container.sql_engine()))
     yield container
     io_loop.run_sync(lambda: close_container(container))
 

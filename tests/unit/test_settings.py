@@ -29,6 +29,7 @@ DEFAULTS = {
     },
     "storage": {
         "backend": "memory",
+        "database_url": "",
         "redis_url": "redis://127.0.0.1:6379/3",
         "redis_cluster": "",
         "redis_sentinels": "",
@@ -36,6 +37,7 @@ DEFAULTS = {
         "redis_wait_replicas": 0,
         "redis_mode": "single",
     },
+    "broker": {"backend": "memory"},
     "im": {
         "login_auth": False,
         "auto_join": True,
@@ -94,7 +96,7 @@ def test_defaults_without_any_file():
 
 def test_as_dict_is_plain_nested_dict_for_the_container():
     data = load().as_dict()
-    assert set(data) == {"server", "storage", "im", "auth"}
+    assert set(data) == {"server", "storage", "broker", "im", "auth"}
     assert data["im"]["list_num"] == 50
     assert data["storage"]["backend"] == "memory"
 
@@ -209,7 +211,8 @@ def test_choices_are_case_insensitive():
         ("server", "open_paths", "/user/login, healthz", "is not a path"),
         ("server", "log_format", "xml", "Must be one of: text, json."),
         ("server", "log_level", "verbose", "Must be one of: debug, info, warning, error."),
-        ("storage", "backend", "nosuch", "Must be one of: memory, redis."),
+        ("storage", "backend", "nosuch", "Must be one of: memory, redis, sqlite, postgres."),
+        ("storage", "database_url", "mysql://x/y", "Must be a sqlite:// or postgresql:// URL."),
         ("storage", "redis_url", "http://127.0.0.1:6379", "redis://, rediss:// or unix://"),
         ("storage", "redis_cluster", "127.0.0.1", "Must be HOST:PORT[,HOST:PORT...]."),
         ("storage", "redis_sentinels", "a:1,,b:2", "Must be HOST:PORT[,HOST:PORT...]."),
@@ -356,3 +359,53 @@ def test_a_cluster_with_the_memory_backend_asked_for_is_refused():
         "invalid setting [storage] backend = 'memory' (from --backend): [storage] redis_cluster is set, "
         "which needs the redis backend"
     )
+
+
+# --- storage and broker chosen apart --------------------------------------------------
+
+
+@pytest.mark.parametrize(("storage", "broker", "expected"), [
+    ("memory", None, "memory"),
+    ("redis", None, "redis"),
+    ("sqlite", None, "memory"),
+    ("postgres", None, "memory"),
+    ("postgres", "redis", "redis"),
+    ("sqlite", "redis", "redis"),
+])
+def test_the_broker_follows_the_storage_unless_named(storage, broker, expected):
+    overrides = {("storage", "backend"): storage}
+    if storage == "postgres":
+        overrides["storage", "database_url"] = "postgresql://u@db.example/chat"
+    if broker is not None:
+        overrides["broker", "backend"] = broker
+    settings = load(overrides=overrides)
+    assert (settings.storage.backend, settings.broker.backend) == (storage, expected)
+
+
+def test_sqlite_defaults_to_a_file_in_the_working_directory():
+    assert load(overrides={("storage", "backend"): "sqlite"}).storage.database_url == "sqlite:///fastim.db"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({("storage", "backend"): "postgres"},
+     "invalid setting [storage] database_url = '' (from built-in default): [storage] backend = postgres needs a "
+     "postgresql:// URL"),
+    ({("storage", "backend"): "sqlite", ("storage", "database_url"): "postgresql://u@h/d"},
+     "invalid setting [storage] database_url = 'postgresql://u@h/d' (from --database-url): [storage] backend = "
+     "sqlite needs a sqlite:/// URL"),
+    ({("storage", "backend"): "redis", ("broker", "backend"): "memory"},
+     "invalid setting [broker] backend = 'memory' (from --broker): Redis storage announces every event on Redis: "
+     "[storage] backend = redis needs the redis broker"),
+    ({("broker", "backend"): "redis"},
+     "invalid setting [broker] backend = 'redis' (from --broker): in-memory storage is one node's own: other "
+     "nodes could not read what a redis broker announced"),
+    ({("storage", "backend"): "sqlite", ("server", "workers"): "2"},
+     "invalid setting [server] workers = '2' (from --workers): several workers need a shared storage; SQLite is "
+     "one process's (use postgres or redis)"),
+    ({("storage", "backend"): "postgres", ("storage", "database_url"): "postgresql://u@h/d",
+      ("server", "workers"): "2"},
+     "invalid setting [server] workers = '2' (from --workers): several workers need [broker] backend = redis; a "
+     "memory broker reaches one process"),
+])
+def test_combinations_that_cannot_work_are_refused_in_one_line(overrides, expected):
+    assert error_of(overrides=overrides) == expected

@@ -1,0 +1,1 @@
+"""The SQL storage (SQLite, PostgreSQL) on SQLAlchemy 2 (asyncio): schema, engine, repositories."""
