@@ -28,8 +28,8 @@ from fastim.testing import (  # noqa: F401 - the plugin's fixtures, for the test
 )
 from tests.processes import REPO_ROOT, SETTING_PREFIXES
 
-# Where the README example lives: README.md once the section is folded in, until then its draft.
-EXAMPLE_SOURCES = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "embedding-and-testing.md")
+# Where the example lives: the README's "Testing your code against fastim".
+EXAMPLE_SOURCES = (REPO_ROOT / "README.md",)
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 # A fresh interpreter imports pytest, Tornado and fastim in a few seconds; each test starts a node.
 PYTEST_TIMEOUT_S = 120
