@@ -21,6 +21,7 @@ from tornado.netutil import bind_sockets
 from fastim.app import make_app
 from fastim.container import Container, build_container, close_container, open_logins
 from fastim.interfaces.acceptor import Acceptor, Admission
+from fastim.infrastructure.redis.sentinel import check_master
 from fastim.infrastructure.sql.engine import describe as describe_sql_error
 from fastim.infrastructure.sql.engine import migrate
 from fastim.interfaces.http.body_limit import BodyLimit
@@ -152,7 +153,9 @@ class Node:
             where, check = f"the Redis Cluster at {storage.redis_cluster}", self.container.redis_commands().check
         elif storage.redis_mode == "sentinel":
             where = f"Redis master {storage.redis_sentinel_master!r} through the sentinels at {storage.redis_sentinels}"
-            check = self.container.redis_client().ping
+
+            async def check() -> None:
+                await check_master(self.container.redis_sentinel(), storage.redis_sentinel_master)
         else:
             where, check = f"Redis at {redact_url(storage.redis_url)}", self.container.redis_client().ping
         try:

@@ -181,6 +181,19 @@ def test_unreachable_redis_is_one_line_and_exit_2(run_fastim):
     assert line.startswith("fastim: cannot reach Redis at redis://127.0.0.1:1/0: ")
 
 
+@pytest.mark.parametrize(("flags", "start"), [
+    (["--redis-cluster", "127.0.0.1:1"],
+     "fastim: cannot reach the Redis Cluster at 127.0.0.1:1: no node answered CLUSTER SLOTS (127.0.0.1:1: "),
+    (["--redis-sentinel", "127.0.0.1:1", "--redis-sentinel-master", "chat"],
+     "fastim: cannot reach Redis master 'chat' through the sentinels at 127.0.0.1:1: 127.0.0.1:1: ConnectionError"),
+    (["--storage", "postgres", "--database-url", "postgresql://fastim@127.0.0.1:1/chat"],
+     "fastim: cannot reach the database at postgresql://fastim@127.0.0.1:1/chat: "),
+])
+def test_an_unreachable_cluster_sentinel_or_database_is_one_line_and_exit_2(run_fastim, flags, start):
+    line = assert_one_line_failure(run_fastim("serve", "--port", str(free_port()), *flags))
+    assert line.startswith(start), line
+
+
 def test_redis_password_is_not_printed(run_fastim):
     url = "redis://user:s3cret@127.0.0.1:1/0"
     proc = run_fastim("serve", "--port", str(free_port()), "--backend", "redis", "--redis-url", url)

@@ -84,6 +84,7 @@ class ClusterCommands:
         self._nodes: dict[Address, PipelinedConnection] = {}
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
+        self._unanswered = 0  # reads of the map in a row that no node answered
         self._map_listeners: list[Callable[[], None]] = []
         self._closed = False
 
@@ -105,28 +106,35 @@ class ClusterCommands:
         if self._closed or self._refreshing is not None:
             return
         delay = max(0.0, self._refreshed_at + REFRESH_MIN_INTERVAL_S - time.monotonic())
-        self._refreshing = asyncio.get_running_loop().create_task(self._refresh(delay))
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh(delay, background=True))
 
     async def refresh(self) -> None:
-        """Read the map now (or wait for the read in progress); raises when no node answers."""
+        """Read the map now (or wait for the read in progress); raises, saying why, when no node answers."""
         if self._refreshing is None:
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh(0.0))
-        await asyncio.shield(self._refreshing)
+        failures = await asyncio.shield(self._refreshing)
         if all(address is None for address in self._slots):
-            raise RedisConnectionError("no node of the Redis Cluster answered CLUSTER SLOTS")
+            raise RedisConnectionError(f"no node answered CLUSTER SLOTS ({failures})")
 
-    async def _refresh(self, delay: float) -> None:
+    async def _refresh(self, delay: float, background: bool = False) -> str:
+        """Read the map; what failed, when nothing answered."""
         try:
             if delay:
                 await asyncio.sleep(delay)
-            reply = await self._ask_slots()
+            reply, failures = await self._ask_slots()
             self._refreshed_at = time.monotonic()
             if reply is not None:
+                self._unanswered = 0
                 self._apply(reply)
+            else:
+                self._unanswered += 1
+                if background and self._unanswered == 1:  # once per outage; nobody else will say it
+                    logger.warning("no Redis Cluster node answered CLUSTER SLOTS (%s)", failures)
+            return failures
         finally:
             self._refreshing = None
 
-    async def _ask_slots(self) -> list[Any] | None:
+    async def _ask_slots(self) -> tuple[list[Any] | None, str]:
         # Known masters first (their connections are open), then the addresses given at start.
         candidates = list(dict.fromkeys([*sorted(self.masters()), *self._startup]))
         failures = []
@@ -137,14 +145,13 @@ class ClusterCommands:
                 connection = self._connection(address)
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    return await connection.execute("CLUSTER", "SLOTS")
+                    return await connection.execute("CLUSTER", "SLOTS"), ""
             except (RedisError, OSError, TimeoutError) as exc:
                 failures.append(f"{address[0]}:{address[1]}: {describe(exc)}")
             finally:
                 if temporary:
                     await connection.aclose()
-        logger.warning("no Redis Cluster node answered CLUSTER SLOTS (%s)", "; ".join(failures))
-        return None
+        return None, "; ".join(failures)
 
     def _apply(self, reply: list[Any]) -> None:
         slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS

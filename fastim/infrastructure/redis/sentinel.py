@@ -19,7 +19,9 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 
-from fastim.infrastructure.redis.client import NO_RETRY, connection_options
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from fastim.infrastructure.redis.client import NO_RETRY, STORAGE_ERRORS, connection_options, describe
 from fastim.infrastructure.redis.cluster import parse_addresses
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 
@@ -56,3 +58,28 @@ def sentinel_commands(sentinel: Sentinel, master: str, url: str) -> PipelinedCon
         return str(host), int(port)
 
     return PipelinedConnection(url, address=address, replicated=True, expect_master=True)
+
+
+async def check_master(sentinel: Sentinel, master: str) -> None:
+    """Ask each sentinel for the master and PING it; raises a one-line reason (redis-py's own carries reprs)."""
+    failures = []
+    for client in sentinel.sentinels:
+        where = f"{client.connection_pool.connection_kwargs.get('host')}:{client.connection_pool.connection_kwargs.get('port')}"
+        try:
+            address = await client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master)
+        except STORAGE_ERRORS as exc:
+            failures.append(f"{where}: {describe(exc)}")
+            continue
+        if not address:
+            failures.append(f"{where} knows no master named {master!r}")
+            continue
+        host, port = address[0], int(address[1])
+        probe = redis.Redis(host=host, port=port, **{**connection_options(), "socket_timeout": SENTINEL_TIMEOUT_SECONDS})
+        try:
+            await probe.ping()
+            return
+        except STORAGE_ERRORS as exc:
+            failures.append(f"the master {host}:{port} named by {where}: {describe(exc)}")
+        finally:
+            await probe.aclose()
+    raise RedisConnectionError("; ".join(failures) or "no sentinel given")
