@@ -112,7 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
         for flag, setting in SERVE_FLAGS.items()
         if getattr(args, flag) is not None
     }
-    if args.backend is not None and args.broker is None and args.storage is None:
+    if args.backend is not None and args.broker is None:
         overrides["broker", "backend"] = args.backend  # --backend sets both, as it always did
     return serve_with(config=args.config, overrides=overrides)
 

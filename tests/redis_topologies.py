@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +20,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.redis_server import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -30,6 +30,20 @@ SLOTS = 16384
 LOG_NAME = "redis.log"
 # A replica's full sync starts at once, not after the default 5 s of waiting for more replicas to share it.
 FAST_SYNC = ["--repl-diskless-sync-delay", "0"]
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` free loopback ports, all different: each is held until all are chosen."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def find_cli(binary: str) -> str | None:
@@ -239,9 +253,11 @@ class RedisClusterProcesses(_Processes):
         self.masters_count = masters
         self.replicas_per_master = replicas_per_master
         self.ports: list[int] = []
-        for index in range(masters * (1 + replicas_per_master)):
-            # The bus port is chosen too: the default (port + 10000) overflows for ports above 55535.
-            port, bus_port = free_port(), free_port()
+        count = masters * (1 + replicas_per_master)
+        # The bus port is chosen too: the default (port + 10000) overflows for ports above 55535.
+        ports = distinct_free_ports(2 * count)
+        for index in range(count):
+            port, bus_port = ports[2 * index], ports[2 * index + 1]
             label = f"cluster-node{index}"
             directory = self._new_dir(label)
             self.ports.append(port)
@@ -460,8 +476,8 @@ class RedisSentinelProcesses(_Processes):
     def __init__(self, binary: str, master_name: str = "fastim") -> None:
         super().__init__(binary, "fastim-redis-sentinel-")
         self.master_name = master_name
-        self.data_ports = [free_port(), free_port()]
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        ports = distinct_free_ports(5)
+        self.data_ports, self.sentinel_ports = ports[:2], ports[2:]
         self._initial_master = self.data_ports[0]
         for index, port in enumerate(self.data_ports):
             label = f"data{index}"

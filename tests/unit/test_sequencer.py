@@ -88,6 +88,19 @@ async def test_a_new_epoch_starts_the_count_afresh_and_events_without_seq_go_on_
 
 
 @pytest.mark.gen_test
+async def test_a_new_stream_heard_past_its_start_is_read_from_its_start():
+    """Two nodes store a new group's first events; the second's announcement arrives first."""
+    setup = Setup()
+    setup.sequencer.baseline("g", "", 0)  # the opening found no stream
+    events = await setup.stored(2)
+    setup.sequencer.accept("g", events[1])
+    assert setup.seqs() == []  # held: seq 1 is on its way or in storage
+    setup.sequencer.accept("g", events[0])
+    await settle()
+    assert setup.forwarded == events
+
+
+@pytest.mark.gen_test
 async def test_what_storage_no_longer_holds_is_skipped_and_counted():
     setup = Setup(history_max=2)
     events = await setup.stored(6)  # storage keeps 5 and 6

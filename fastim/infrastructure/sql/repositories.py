@@ -145,7 +145,7 @@ class SqlMessageRepository:
         results: list[Appended | None] = [None] * len(batch)
         rows = []
         trims: dict[str, tuple[int, int]] = {}  # group -> (its total, max_length)
-        for group_id, indexes in by_group.items():
+        for group_id, indexes in sorted(by_group.items()):  # one lock order for every batch: no deadlocks
             last = batch[indexes[-1]]
             seq, epoch, total = await self._next_seq(connection, group_id, now, last[1], len(indexes), len(indexes))
             first_seq, first_total = seq - len(indexes) + 1, total - len(indexes) + 1
@@ -219,7 +219,8 @@ class SqlMessageRepository:
         return recall
 
     async def _locate(self, connection: AsyncConnection, target: RecallTarget, now: int) -> Any | None:
-        stream = await self._stream(connection, target.group_id, now)
+        # The stream row first, as appends take it: a recall and a trimming append never wait on each other.
+        stream = await self._stream(connection, target.group_id, now, lock=True)
         if stream is None:
             return None
         query = select(*_MESSAGE_COLUMNS).where(messages.c.group_id == target.group_id,
@@ -243,8 +244,10 @@ class SqlMessageRepository:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _stream(self, connection: AsyncConnection, group_id: str, now: int) -> Any | None:
+    async def _stream(self, connection: AsyncConnection, group_id: str, now: int, lock: bool = False) -> Any | None:
         query = select(streams.c.seq, streams.c.epoch, streams.c.total).where(streams.c.group_id == group_id, _live(now))
+        if lock:
+            query = query.with_for_update()  # PostgreSQL; SQLite has one writer at a time anyway
         return (await connection.execute(query)).first()
 
     async def find(self, draft: Message, window: int) -> Message | None:
@@ -371,8 +374,10 @@ class SqlMessageRepository:
         now = self._clock.now_ms()
         swept = 0
         async with self._engine.begin() as connection:
+            # Stream rows first, as appends take them, and none an append holds: no waiting on each other.
             expired = (await connection.execute(
-                select(streams.c.group_id).where(streams.c.expires_at <= now).limit(SWEEP_BATCH)
+                select(streams.c.group_id).where(streams.c.expires_at <= now).order_by(streams.c.group_id)
+                .limit(SWEEP_BATCH).with_for_update(skip_locked=True)
             )).scalars().all()
             if expired:
                 for table in (messages, recalls):

@@ -66,9 +66,15 @@ class Sequencer:
             return
         last = self._last.get(group_id)
         epoch = epoch_of(event) or (last[0] if last else "")
-        if last is None or epoch != last[0]:
-            self._last[group_id] = (epoch, seq)  # the first event heard, or a restarted stream
+        if last is None or (epoch != last[0] and seq == 1):
+            self._last[group_id] = (epoch, seq)  # the first event heard, or a restarted stream's first
             self._forward(group_id, event)
+        elif epoch != last[0]:
+            # A restarted (or new) stream heard past its start: its first events went out on other
+            # nodes' announcements that have not come yet (SQL storage announces after commit).
+            self._last[group_id] = (epoch, 0)
+            self._hold(group_id, event)
+            self.repair(group_id)
         elif seq == last[1] + 1:
             self._last[group_id] = (epoch, seq)
             self._forward(group_id, event)
