@@ -25,7 +25,7 @@ START_TIMEOUT_S = 15.0
 # A node's own shutdown deadline is 10 s; past 12 s it is killed.
 STOP_TIMEOUT_S = 12.0
 POLL_S = 0.05
-SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_IM_", "FASTIM_AUTH_")
+SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_BROKER_", "FASTIM_IM_", "FASTIM_AUTH_")
 
 # The node settings every scenario runs with, and why.
 NODE_SETTINGS = {
@@ -150,13 +150,14 @@ class NodeProcess:
     """One ``python -m fastim serve --backend redis`` process, pinned to the server CPU."""
 
     def __init__(self, redis_url: str, workdir: Path, prefix: list[str], name: str,
-                 settings: dict[str, str] | None = None, checkout: Path = REPO_ROOT) -> None:
+                 settings: dict[str, str] | None = None, checkout: Path = REPO_ROOT,
+                 storage: list[str] = ()) -> None:
         self.port = free_port()
         self.settings = settings or {}
         self.checkout = checkout  # the fastim source the node runs: this one, or another build to compare
         self.name = name
         self.argv = [*prefix, sys.executable, "-m", "fastim", "serve", "--host", LOOPBACK,
-                     "--port", str(self.port), "--backend", "redis", "--redis-url", redis_url]
+                     "--port", str(self.port), "--backend", "redis", "--redis-url", redis_url, *storage]
         self.workdir = workdir  # holds no settings.ini, so only NODE_SETTINGS apply
         self.stderr_path = workdir / f"{name}-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -222,6 +223,8 @@ class Cluster:
         self.pinning = pinning
         self.workdir = Path(tempfile.mkdtemp(prefix="fastim-bench-"))
         self.redis = RedisProcess(binary, self.workdir, pinning.client_prefix())
+        self._databases = 0
+        self._postgres_databases: list[str] = []
 
     def __enter__(self) -> "Cluster":
         self.redis.start()
@@ -230,12 +233,37 @@ class Cluster:
     def __exit__(self, *exc_info: object) -> None:
         self.redis.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        for name in self._postgres_databases:
+            _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def nodes(self, count: int, settings: dict[str, str] | None = None) -> "Nodes":
-        """``count`` fresh nodes on the flushed Redis, with ``settings`` (FASTIM_* variables) on top of NODE_SETTINGS."""
+    def nodes(self, count: int, settings: dict[str, str] | None = None, storage: str = "redis") -> "Nodes":
+        """``count`` fresh nodes on the flushed Redis, with ``settings`` (FASTIM_* variables) on top of NODE_SETTINGS.
+
+        ``storage`` other than redis: memory or sqlite (one node; a fresh file each time), or postgres
+        (a fresh database on FASTIM_BENCH_POSTGRES_URL's server, events between nodes on the Redis).
+        """
         self.redis.flush()
         prefix = self.pinning.server_prefix()
-        return Nodes([NodeProcess(self.redis.url, self.workdir, prefix, f"node{i}", settings) for i in range(count)])
+        flags = self._storage_flags(storage, count)
+        return Nodes([NodeProcess(self.redis.url, self.workdir, prefix, f"node{i}", settings, storage=flags)
+                      for i in range(count)])
+
+    def _storage_flags(self, storage: str, count: int) -> list[str]:
+        if storage == "redis":
+            return []
+        if storage in ("memory", "sqlite") and count > 1:
+            raise RuntimeError(f"{storage} storage serves one node")
+        if storage == "memory":
+            return ["--storage", "memory", "--broker", "memory"]
+        self._databases += 1
+        if storage == "sqlite":
+            return ["--storage", "sqlite", "--database-url", f"sqlite:///{self.workdir}/bench-{self._databases}.db",
+                    "--broker", "memory"]
+        name = f"fastim_bench_{os.getpid()}_{self._databases}"
+        _postgres(f'CREATE DATABASE "{name}"')
+        self._postgres_databases.append(name)
+        return ["--storage", "postgres", "--database-url", f"{POSTGRES_URL.rpartition('/')[0]}/{name}",
+                "--broker", "redis" if count > 1 else "memory"]
 
 
 class Nodes:
@@ -269,3 +297,23 @@ class Nodes:
     def stop(self) -> None:
         for node in self.all:
             node.stop()
+
+
+# The PostgreSQL server of --storage postgres (trust auth on these machines).
+POSTGRES_URL = os.environ.get("FASTIM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres(statement: str) -> None:
+    """One administrative statement (CREATE/DROP DATABASE) on POSTGRES_URL's server."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())

@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", choices=["1", "2", "both"], default="both",
                         help="fastim nodes on the one Redis (both: every scenario with 1, then with 2)")
     parser.add_argument("--quick", action="store_true", help="short windows: a smoke test of about a minute")
+    parser.add_argument("--storage", choices=["redis", "memory", "sqlite", "postgres"], default="redis",
+                        help="the nodes' storage (memory and sqlite: one node); events between nodes stay on Redis")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also save every figure (and each max step)")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU of the fastim nodes (default 0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU of the load generator and Redis (default 1)")
@@ -51,14 +53,15 @@ def git_head() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "fastim") else "")
 
 
-def run_all(scenarios: list[str], node_counts: list[int], profile: Profile, pinning: Pinning) -> list[Row]:
+def run_all(scenarios: list[str], node_counts: list[int], profile: Profile, pinning: Pinning,
+            storage: str = "redis") -> list[Row]:
     rows: list[Row] = []
     with Cluster(pinning) as cluster, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         for name in scenarios:
             for count in node_counts:
                 commit = git_head()
                 scenario = SCENARIOS[name]
-                with cluster.nodes(count, scenario.node_settings) as nodes:
+                with cluster.nodes(count, scenario.node_settings, storage) as nodes:
                     target = Target(nodes.ws_urls, nodes.pids, cluster.redis.pid)
                     for row in runner.run(scenario.run(target, profile, count)):
                         row.commit = commit
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if pinning.server_cpu is None:
         print("warning: fewer than two CPUs: nothing is pinned, server and client share the CPUs", file=sys.stderr)
     started = datetime.datetime.now()
-    rows = run_all(scenarios, node_counts, profile, pinning)
+    rows = run_all(scenarios, node_counts, profile, pinning, args.storage)
     meta["seconds"] = round((datetime.datetime.now() - started).total_seconds(), 1)
     meta["commits"] = sorted({row.commit for row in rows})
     print(f"fastim benchmark, {meta['profile']} profile, commit {', '.join(meta['commits'])}, "

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -51,6 +51,8 @@ SWEEP_INTERVAL_S = 60.0
 SWEEP_BATCH = 1000
 # A commit whose answer was lost may still have happened; reading tells which once it settled.
 COMMIT_SETTLE_S = 1.0
+# The most appends one transaction takes.
+MAX_BATCH = 1000
 
 
 def _upsert(connection: AsyncConnection):
@@ -85,7 +87,9 @@ class SqlMessageRepository:
         self._clock = clock
         self._broker = broker
         self._queue: list[tuple[Message, int, int, asyncio.Future[Appended]]] = []
-        self._writing: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._connection: AsyncConnection | None = None  # the writer's own, kept between batches
+        self._next_seq_statement: Any = None  # built once for the engine's dialect
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- writing -----------------------------------------------------------------------------
@@ -94,26 +98,32 @@ class SqlMessageRepository:
         self._start_sweeper()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
         self._queue.append((message, ttl_seconds, max_length, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_queued(), name="fastim-sql-writer")
         return await future
 
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._write(batch))
-        self._writing.add(task)
-        task.add_done_callback(self._writing.discard)
+    async def _write_queued(self) -> None:
+        """One transaction at a time; what queues meanwhile goes in the next (group commit): under load
+        batches grow, and a commit's cost is shared by every message in it."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            self._writer = None
 
     async def _write(self, batch: list[tuple[Message, int, int, asyncio.Future[Appended]]]) -> None:
         """One transaction for the batch: every append is stored, or none is (and each caller is told which)."""
         committing = False
         try:
-            async with self._engine.connect() as connection:
-                async with connection.begin():
-                    appended = await self._append_all(connection, batch)
-                    committing = True
+            if self._connection is None:
+                self._connection = await self._engine.connect()
+            async with self._connection.begin():
+                appended = await self._append_all(self._connection, batch)
+                committing = True
         except SQL_ERRORS as exc:
+            await self._drop_connection()
             error: StorageUnavailable
             if committing:  # the commit's answer was lost: it may have happened
                 error = OutcomeUnknown(f"database commit failed: {describe(exc)}; it may have been stored",
@@ -137,17 +147,21 @@ class SqlMessageRepository:
 
     async def _append_all(self, connection: AsyncConnection,
                           batch: list[tuple[Message, int, int, asyncio.Future[Appended]]]) -> list[Appended]:
-        """Number the batch's messages group by group (one upsert per group), then insert them all at once."""
+        """Number the batch's messages (one upsert for all its groups), then insert them all at once."""
         now = self._clock.now_ms()
         by_group: dict[str, list[int]] = {}
         for index, (message, *_) in enumerate(batch):
             by_group.setdefault(message.group_id, []).append(index)
+        groups = sorted(by_group)  # one lock order for every batch: no deadlocks between nodes
+        taken = await self._take_seqs(connection, [
+            (group_id, len(by_group[group_id]), len(by_group[group_id]), batch[by_group[group_id][-1]][1])
+            for group_id in groups
+        ], now)
         results: list[Appended | None] = [None] * len(batch)
         rows = []
         trims: dict[str, tuple[int, int]] = {}  # group -> (its total, max_length)
-        for group_id, indexes in sorted(by_group.items()):  # one lock order for every batch: no deadlocks
-            last = batch[indexes[-1]]
-            seq, epoch, total = await self._next_seq(connection, group_id, now, last[1], len(indexes), len(indexes))
+        for group_id, (seq, epoch, total) in zip(groups, taken):
+            indexes = by_group[group_id]
             first_seq, first_total = seq - len(indexes) + 1, total - len(indexes) + 1
             for offset, index in enumerate(indexes):
                 message = batch[index][0]
@@ -155,8 +169,9 @@ class SqlMessageRepository:
                              "user_id": message.user_id, "info": message.info, "ts": message.ts})
                 stored = dataclasses.replace(message, seq=first_seq + offset, id=message_id(epoch, first_seq + offset))
                 results[index] = Appended(stored, first_total + offset)
-            if last[2] > 0 and total > last[2]:
-                trims[group_id] = (total, last[2])
+            max_length = batch[indexes[-1]][2]
+            if max_length > 0 and total > max_length:
+                trims[group_id] = (total, max_length)
         await connection.execute(messages.insert(), rows)
         for group_id, (total, max_length) in trims.items():
             cut = (select(messages.c.seq).where(messages.c.group_id == group_id).order_by(messages.c.seq)
@@ -169,28 +184,33 @@ class SqlMessageRepository:
 
     async def _next_seq(self, connection: AsyncConnection, group_id: str, now: int, ttl_seconds: int,
                         events: int = 1, added: int = 0) -> tuple[int, str, int]:
-        """Take the stream's next ``events`` seqs (restarting an expired or new stream under a new epoch), add
-        ``added`` to its total and renew its TTL: the last seq taken, the epoch and the total."""
-        expired = and_(streams.c.expires_at.is_not(None), streams.c.expires_at <= now)
-        candidate = secrets.token_hex(EPOCH_BYTES)
-        statement = _upsert(connection)(streams).values(
-            group_id=group_id, epoch=candidate, seq=events, total=added, expires_at=_expires(now, ttl_seconds),
-        )
-        excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=[streams.c.group_id],
-            set_={
-                "epoch": func.coalesce(_when(expired, excluded.epoch), streams.c.epoch),
-                "seq": func.coalesce(_when(expired, excluded.seq), streams.c.seq + events),
-                "total": func.coalesce(_when(expired, excluded.total), streams.c.total + added),
-                "expires_at": excluded.expires_at,
-            },
-        ).returning(streams.c.seq, streams.c.epoch, streams.c.total)
-        seq, epoch, total = (await connection.execute(statement)).one()
-        if epoch == candidate:  # a new stream: what an expired one left goes (its seqs are taken again)
-            await connection.execute(delete(messages).where(messages.c.group_id == group_id, messages.c.epoch != epoch))
-            await connection.execute(delete(recalls).where(recalls.c.group_id == group_id, recalls.c.epoch != epoch))
-        return int(seq), str(epoch), int(total)
+        """:meth:`_take_seqs` for one group."""
+        (taken,) = await self._take_seqs(connection, [(group_id, events, added, ttl_seconds)], now)
+        return taken
+
+    async def _take_seqs(self, connection: AsyncConnection, wanted: list[tuple[str, int, int, int]],
+                         now: int) -> list[tuple[int, str, int]]:
+        """For each (group, events, added, ttl): take the stream's next ``events`` seqs (an expired or new
+        stream restarts under a new epoch), add ``added`` to its total, renew its TTL. The last seq taken,
+        the epoch and the total of each, in order; one statement for all."""
+        if self._next_seq_statement is None:
+            self._next_seq_statement = _next_seq_statement(_upsert(connection))
+        params = [
+            {"group_id": group_id, "epoch": secrets.token_hex(EPOCH_BYTES), "seq": events, "total": added,
+             "expires_at": _expires(now, ttl), "now": now}
+            for group_id, events, added, ttl in wanted
+        ]
+        rows = (await connection.execute(self._next_seq_statement, params)).all()
+        taken = []
+        for param, row in zip(params, rows):
+            if row.epoch == param["epoch"]:  # a new stream: what an expired one left goes (its seqs are taken again)
+                group_id = param["group_id"]
+                await connection.execute(delete(messages).where(messages.c.group_id == group_id,
+                                                                messages.c.epoch != row.epoch))
+                await connection.execute(delete(recalls).where(recalls.c.group_id == group_id,
+                                                               recalls.c.epoch != row.epoch))
+            taken.append((int(row.seq), str(row.epoch), int(row.total)))
+        return taken
 
     async def remove(self, target: RecallTarget, window: int, ttl_seconds: int, keep_recalls: int) -> Recall | None:
         group_id = target.group_id
@@ -390,16 +410,45 @@ class SqlMessageRepository:
         return swept
 
     async def close(self) -> None:
-        tasks = [task for task in (self._sweeper, *self._writing) if task is not None]
+        tasks = [task for task in (self._sweeper, self._writer) if task is not None]
         if self._sweeper is not None:
             self._sweeper.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except SQL_ERRORS as exc:  # it failed already: that is why it goes
+                logger.debug("closing the writer's database connection failed: %s", describe(exc))
 
 
 def _when(condition, value):
     """``CASE WHEN condition THEN value END`` (NULL otherwise), for COALESCE."""
     return case((condition, value))
+
+
+def _next_seq_statement(insert):
+    """The numbering upsert, built once: parameters group_id, epoch (a candidate), seq (how many events),
+    total (how many messages added), expires_at, now. Rows come back in the order of the parameters."""
+    statement = insert(streams).values(
+        group_id=bindparam("group_id"), epoch=bindparam("epoch"), seq=bindparam("seq"), total=bindparam("total"),
+        expires_at=bindparam("expires_at"),
+    )
+    expired = and_(streams.c.expires_at.is_not(None), streams.c.expires_at <= bindparam("now"))
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[streams.c.group_id],
+        set_={
+            "epoch": func.coalesce(_when(expired, excluded.epoch), streams.c.epoch),
+            "seq": func.coalesce(_when(expired, excluded.seq), streams.c.seq + excluded.seq),
+            "total": func.coalesce(_when(expired, excluded.total), streams.c.total + excluded.total),
+            "expires_at": excluded.expires_at,
+        },
+    ).returning(streams.c.seq, streams.c.epoch, streams.c.total, sort_by_parameter_order=True)
 
 
 class SqlMembershipRepository:
