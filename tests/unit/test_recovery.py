@@ -88,3 +88,16 @@ async def test_a_shared_read_older_than_what_the_socket_was_forwarded_is_not_use
     sequencer.accept("g", newer)  # the Hub forwarded seq 4 before the next socket joined
     second = await recovery.opening("g", None, None)
     assert repository.pages == 2 and second.seq == 4 and second.events[-1] == newer
+
+
+@pytest.mark.gen_test
+async def test_a_group_the_node_left_and_joined_again_is_read_afresh(setup):
+    """A finished read is shared only while the node follows the stream: after leaving, events came unseen."""
+    repository, messages, sequencer, recovery = setup
+    first = await recovery.opening("g", None, None)  # no stream yet
+    assert (first.seq, first.epoch) == (0, "")
+    sequencer.forget("g")  # the group's last socket left
+    sent = await messages.post("g", "u", "while nobody here listened")
+    again = await recovery.opening("g", None, None)  # within FRESH_S of the first read
+    assert (again.seq, again.epoch, again.events) == (1, sent.id.split("-")[0], [sent])
+    assert repository.pages == 2

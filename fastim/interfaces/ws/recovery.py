@@ -94,8 +94,11 @@ class Recovery:
         """A read of the group serving this socket: the one in flight or fresh, if it fits, else a new one."""
         loop = asyncio.get_running_loop()
         shared = reads.get(group_id)
+        # A finished read serves later sockets only while the node follows the group's stream (it
+        # forwarded events since, and the read covers them): a group the node left and joined again
+        # may have had any number of events meanwhile.
         usable = shared is not None and shared.since <= since and (
-            shared.finished_at is None or loop.time() - shared.finished_at < FRESH_S
+            shared.finished_at is None or (forwarded is not None and loop.time() - shared.finished_at < FRESH_S)
         )
         if usable:
             result = await asyncio.shield(shared.task)
