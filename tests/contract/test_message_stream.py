@@ -167,3 +167,14 @@ async def test_a_node_whose_clock_is_off_still_stores_its_first_append(backend, 
     monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() - int(behind_s * 1e9))
     stored = await store(backend, msg("u", T0, "first of a new connection"))
     assert stored.seq == 1
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("text", ["nul \x00 inside", "\U0001f600" * 300, "'); DROP TABLE fastim_messages; --", "\ufeff\r\n"])
+async def test_any_text_a_client_sends_is_stored_and_read_back_as_sent(backend, text):
+    """Message text is the client's, byte for byte: NUL (which PostgreSQL's TEXT refuses), astral
+    characters, SQL-looking text."""
+    stored = (await backend.messages.append(Message("hostile", "u", text, T0), 600)).message
+    page = await backend.messages.newest("hostile", 5)
+    assert [message.info for message in page.messages] == [text]
+    assert await backend.messages.find(Message("hostile", "u", text, T0), 10) == stored

@@ -325,7 +325,7 @@ def committed_elsewhere(group: str, epoch: str, seqs: range, ts: int) -> tuple[l
     rows, events = [], []
     for seq in seqs:
         rows.append(("INSERT INTO fastim_messages (group_id, seq, epoch, user_id, info, ts) "
-                     "VALUES ($1, $2, $3, $4, $5, $6)", group, seq, epoch, "ghost", f"ghost {seq}", ts))
+                     "VALUES ($1, $2, $3, $4, $5, $6)", group, seq, epoch, "ghost", f"ghost {seq}".encode(), ts))
         events.append({"groupId": group, "userId": "ghost", "info": f"ghost {seq}", "ts": ts,
                        "id": f"{epoch}-{seq}", "seq": seq})
     return rows, events

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.listeners import call_each
 from fastim.infrastructure.redis import payloads
+from fastim.infrastructure.redis.backoff import BACKOFF_CAP_SECONDS, BACKOFF_INITIAL_SECONDS, backoff_seconds
 from fastim.infrastructure.redis.keys import NOTICES_CHANNEL, STANDALONE
 from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
@@ -27,12 +27,6 @@ logger = logging.getLogger(__name__)
 # How long one read waits for a message before the reader looks at its own
 # state again (a failed SUBSCRIBE to retry, groups to add or drop).
 POLL_SECONDS = 1.0
-# Reconnect delays: the first retry is quick enough for a Redis restart, the
-# cap keeps a long outage to one connect attempt per node every 2 s, and
-# bounds how long live delivery stays behind once Redis is back.
-BACKOFF_INITIAL_SECONDS = 0.1
-BACKOFF_CAP_SECONDS = 2.0
-_BACKOFF_MAX_DOUBLINGS = 32  # beyond this the cap always wins; avoids float overflow
 
 
 class RedisBroker:
@@ -73,7 +67,7 @@ class RedisBroker:
         self._lock = asyncio.Lock()  # one actor at a time changes the connection's subscriptions
         self._wakeup = asyncio.Event()  # set when the reader may have something to read
         self._reader: asyncio.Task[None] | None = None
-        self._broken = False  # a caller's SUBSCRIBE failed: the reader must reconnect
+        self._broken = ""  # why the reader must reconnect (a caller's SUBSCRIBE failed, the probe is silent)
         self._down = False  # the reader is recovering; callers leave subscribing to it
         self._failures = 0
         self._reconnects = 0
@@ -185,7 +179,7 @@ class RedisBroker:
 
     def _silenced(self) -> None:
         """The probe says the connection stopped delivering: make the reader replace it."""
-        self._broken = True
+        self._broken = "no probe came back"
         self._wakeup.set()
 
     def _start_reader(self) -> None:
@@ -202,7 +196,7 @@ class RedisBroker:
             await self._sync()
         except STORAGE_ERRORS as exc:
             logger.warning("redis pub/sub unavailable (%s); the reader will resubscribe", describe(exc))
-            self._broken = True
+            self._broken = "a SUBSCRIBE or UNSUBSCRIBE failed"
 
     async def _sync(self) -> None:
         """Make the connection's subscriptions match the listeners, for the channels marked dirty."""
@@ -232,7 +226,7 @@ class RedisBroker:
     async def _drop_connection(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         self._subscribed = set()
-        self._broken = False
+        self._broken = ""
         if pubsub is not None:
             try:
                 await pubsub.aclose()
@@ -265,7 +259,7 @@ class RedisBroker:
             await self._wakeup.wait()
             return
         if self._broken:
-            raise RedisConnectionError("a SUBSCRIBE or UNSUBSCRIBE failed")
+            raise RedisConnectionError(self._broken)
         if self._pubsub is None or self._dirty or self._lock.locked():
             await self._sync()  # under the lock: a caller's SUBSCRIBE in flight is waited for
             if self._down:
@@ -315,10 +309,7 @@ class RedisBroker:
             await call_each(self._notice_listeners, notice, failure="a notice listener failed")
 
     def _backoff_seconds(self) -> float:
-        doublings = min(self._failures - 1, _BACKOFF_MAX_DOUBLINGS)
-        ceiling = min(self._backoff_cap, self._backoff_initial * 2**doublings)
-        # Equal jitter: nodes that lost Redis together do not all return at once.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_seconds(self._failures, self._backoff_initial, self._backoff_cap)
 
 
 def _groups_of(channels: Iterable[str]) -> frozenset[str]:

@@ -205,8 +205,7 @@ class PipelinedConnection:
         self._closed = False
         # Redis's clock less ours, in ms, read when the connection opened: deadlines a script
         # checks against Redis's TIME are stated in Redis's clock.
-        self.clock_offset_ms = 0
-        self.run_id = ""  # of the Redis process reached, when replicated
+        self.reached = Server()  # the Redis process the current connection reached: its clock, its run_id
         self._waits = SharedWait(self.execute)
 
     async def execute(self, *args: Any) -> Any:
@@ -224,13 +223,13 @@ class PipelinedConnection:
         return await run_script(self.execute, script, keys, args)
 
     async def connected(self) -> None:
-        """Open the connection if it is not open, so that ``clock_offset_ms`` is Redis's; raises as commands do."""
+        """Open the connection if it is not open, so that ``reached`` is measured; raises as commands do."""
         if self._protocol is None:
             await self.execute("PING")
 
     async def server(self, key: str) -> Server:
         await self.connected()
-        return Server(self.clock_offset_ms, self.run_id)
+        return self.reached
 
     async def wait_replicas(self, key: str, replicas: int, timeout_ms: int) -> int:
         return await self._waits.wait(replicas, timeout_ms)
@@ -368,11 +367,10 @@ class PipelinedConnection:
             role = futures[-2 - self._replicated].result()
             if not role or role[0] != "master":
                 raise RedisConnectionError(f"the server is a {role[0] if role else 'stranger'}, not the master")
-        if self._replicated:
-            self.run_id = _run_id(futures[-2].result())
+        run_id = _run_id(futures[-2].result()) if self._replicated else ""
         seconds, microseconds = futures[-1].result()
         local_ms = (sent + time.time()) / 2 * 1000  # the middle of the round trip
-        self.clock_offset_ms = round(int(seconds) * 1000 + int(microseconds) / 1000 - local_ms)
+        self.reached = Server(round(int(seconds) * 1000 + int(microseconds) / 1000 - local_ms), run_id)
 
     def _lost(self, protocol: _Protocol) -> None:
         if protocol is self._protocol:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Iterable
@@ -31,6 +30,7 @@ from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
 from fastim.infrastructure.listeners import call_each_now
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 from fastim.infrastructure.redis import payloads
+from fastim.infrastructure.redis.backoff import backoff_seconds
 from fastim.infrastructure.redis.cluster import Address, ClusterCommands, slot_of
 from fastim.infrastructure.redis.keys import CLUSTER, NOTICES_CHANNEL, Layout
 from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_PREFIX, PROBE_TIMEOUT_S, Probe
@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 SUBSCRIBE_WAIT_S = 2.0
 # Without news, the subscriptions are looked at again this often (a retry due, a refused command).
 POLL_S = 1.0
-BACKOFF_INITIAL_S = 0.1
-BACKOFF_CAP_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
 
 
@@ -173,7 +171,7 @@ class _Shard:
             subscriber = await Subscriber.open(self, *self.address, timeout=CONNECT_TIMEOUT_S)
         except (*STORAGE_ERRORS, TimeoutError) as exc:
             self.failures += 1
-            self.retry_at = time.monotonic() + self.broker.backoff_s(self.failures)
+            self.retry_at = time.monotonic() + backoff_seconds(self.failures)
             if self.failures == 1:
                 logger.warning("redis pub/sub cannot reach %s:%d (%s); retrying", *self.address, describe(exc))
             self.broker.cluster.stale()
@@ -328,10 +326,6 @@ class ShardedBroker:
         self._spawned.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("a pub/sub task failed", exc_info=task.exception())
-
-    def backoff_s(self, failures: int) -> float:
-        ceiling = min(BACKOFF_CAP_S, BACKOFF_INITIAL_S * 2 ** min(failures - 1, 32))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter: nodes do not return in step
 
     def reconnected(self) -> None:
         self._reconnects += 1

@@ -68,7 +68,8 @@ def _expires(now: int, ttl_seconds: int) -> int | None:
 
 
 def _message(row: Any) -> Message:
-    return Message(row.group_id, row.user_id, row.info, row.ts, seq=row.seq, id=message_id(row.epoch, row.seq))
+    info = bytes(row.info).decode("utf-8", errors="replace")
+    return Message(row.group_id, row.user_id, info, row.ts, seq=row.seq, id=message_id(row.epoch, row.seq))
 
 
 def _recall(row: Any) -> Recall:
@@ -166,7 +167,8 @@ class SqlMessageRepository:
             for offset, index in enumerate(indexes):
                 message = batch[index][0]
                 rows.append({"group_id": group_id, "seq": first_seq + offset, "epoch": epoch,
-                             "user_id": message.user_id, "info": message.info, "ts": message.ts})
+                             "user_id": message.user_id, "info": message.info.encode("utf-8", errors="surrogatepass"),
+                             "ts": message.ts})
                 stored = dataclasses.replace(message, seq=first_seq + offset, id=message_id(epoch, first_seq + offset))
                 results[index] = Appended(stored, first_total + offset)
             max_length = batch[indexes[-1]][2]
@@ -280,7 +282,8 @@ class SqlMessageRepository:
                                                     messages.c.user_id == draft.user_id)
                     .order_by(messages.c.seq.desc()).limit(1)
                 )).first()
-        return _message(row) if row is not None and row.info == draft.info else None
+        found = _message(row) if row is not None else None
+        return found if found is not None and found.info == draft.info else None
 
     async def newest(self, group_id: str, count: int) -> Page:
         with sql_errors("read the newest messages"):

@@ -18,7 +18,7 @@ means "never".
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, String, Table
 
 metadata = MetaData()
 
@@ -44,7 +44,8 @@ messages = Table(
     Column("seq", BigInteger, nullable=False),
     Column("epoch", String(16), nullable=False),
     Column("user_id", String(128), nullable=False),
-    Column("info", Text, nullable=False),
+    # The client's text as UTF-8 bytes: PostgreSQL's TEXT refuses NUL, which a WebSocket text frame may hold.
+    Column("info", LargeBinary, nullable=False),
     Column("ts", BigInteger, nullable=False),
     PrimaryKeyConstraint("group_id", "seq", name="fastim_messages_pk"),
     Index("fastim_messages_by_ts", "group_id", "ts"),
