@@ -101,3 +101,27 @@ async def test_a_group_the_node_left_and_joined_again_is_read_afresh(setup):
     again = await recovery.opening("g", None, None)  # within FRESH_S of the first read
     assert (again.seq, again.epoch, again.events) == (1, sent.id.split("-")[0], [sent])
     assert repository.pages == 2
+
+
+@pytest.mark.parametrize("query", [
+    {"since": "9" * 100_000},  # huge: refused on its length, never converted
+    {"since": "٣"},  # a digit, but not an ASCII one
+    {"since": "-1"},
+    {"since": "1e9"},
+    {"since": str(2**53)},
+    {"since": "1", "epoch": "x" * 65},
+    {"since": "1", "epoch": "ab\ncd"},
+    {"since": "1", "epoch": "\x00"},
+])
+def test_a_hostile_resume_query_is_refused_whole(query):
+    from fastim.interfaces.ws.chat import parse_resume
+
+    assert parse_resume(query) is None
+
+
+def test_a_well_formed_resume_query_is_taken():
+    from fastim.interfaces.ws.chat import parse_resume
+
+    assert parse_resume({"since": "42", "epoch": "0a1b2c3d"}) == (42, "0a1b2c3d")
+    assert parse_resume({"since": "0", "epoch": ""}) == (0, None)
+    assert parse_resume({}) == (None, None)
