@@ -72,6 +72,7 @@ class ImSettings:
     history_page_max: int
     max_groups_per_user: int
     recover_max: int
+    presence_events: bool
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,26 @@ class AuthSettings:
     login_failures_per_ip: int
     login_failures_per_user: int
     login_failure_window: float
+    password_logins: bool
+    jwt_secret: str
+    jwt_public_key_file: str
+    jwt_audience: str
+    jwt_issuer: str
+    jwt_leeway: float
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    key: str
+    broadcast_max: int
+
+
+@dataclass(frozen=True)
+class HooksSettings:
+    publish_url: str
+    timeout: float
+    fail: str
+    max_in_flight: int
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,8 @@ class Settings:
     broker: BrokerSettings
     im: ImSettings
     auth: AuthSettings
+    api: ApiSettings
+    hooks: HooksSettings
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """The nested plain dict that ``container.config.from_dict`` takes."""
@@ -283,6 +306,8 @@ class ImSchema(Schema):
     # How far back a resuming client (or a node repairing a gap) may reach, in events; the newest
     # this many recall events are kept per group for it. 1000 covers a minute of a busy room.
     recover_max = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
+    # 1: chat sockets get {"event":"join"|"leave"} when a user's first socket opens or last one closes.
+    presence_events = _Flag(load_default=False)
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> ImSettings:
@@ -295,10 +320,54 @@ class AuthSchema(Schema):
     login_failures_per_ip = _non_negative(load_default=30)
     login_failures_per_user = _non_negative(load_default=10)
     login_failure_window = _positive_float(load_default=300.0)
+    # 0: /user/login is off (JWTs only), so the default authenticator no longer opens logins.
+    password_logins = _Flag(load_default=True)
+    # JWT connection tokens: an HS256 secret, or a PEM public key file (RS256/ES256); not both.
+    jwt_secret = fields.String(load_default="")
+    jwt_public_key_file = fields.String(load_default="")
+    jwt_audience = fields.String(load_default="")
+    jwt_issuer = fields.String(load_default="")
+    jwt_leeway = fields.Float(allow_nan=False, load_default=0.0, validate=validate.Range(min=0, max=3600))
+
+    @validates_schema
+    def one_key(self, data: dict, **kwargs: Any) -> None:
+        if data.get("jwt_secret") and data.get("jwt_public_key_file"):
+            raise ValidationError("Give jwt_secret or jwt_public_key_file, not both.", "jwt_public_key_file")
+        path = data.get("jwt_public_key_file")
+        if path and not os.path.isfile(path):
+            raise ValidationError("No such file.", "jwt_public_key_file")
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> AuthSettings:
         return AuthSettings(**data)
+
+
+class ApiSchema(Schema):
+    # The server API (/api/*) is served only when this key is set; callers send "Authorization: apikey <key>".
+    key = fields.String(load_default="", validate=validate.Regexp(r"^(\S{16,})?$",
+                                                                   error="Must be at least 16 characters, no spaces."))
+    # The most groups one /api/broadcast call may name.
+    broadcast_max = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> ApiSettings:
+        return ApiSettings(**data)
+
+
+class HooksSchema(Schema):
+    # The application's URL that reviews every chat send before it is stored; empty: no hook.
+    publish_url = fields.String(
+        load_default="", validate=validate.Regexp(r"^(https?://\S+)?$", error="Must be an http:// or https:// URL.")
+    )
+    timeout = fields.Float(allow_nan=False, load_default=2.0, validate=validate.Range(min=0.01, max=60))
+    # closed: a send is refused while the hook fails; open: it is stored unreviewed.
+    fail = _Choice(("closed", "open"), load_default="closed")
+    # Hook requests in flight at once per node; sends past this are treated as a hook failure.
+    max_in_flight = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
+
+    @post_load
+    def make(self, data: dict, **kwargs: Any) -> HooksSettings:
+        return HooksSettings(**data)
 
 
 class SettingsSchema(Schema):
@@ -307,6 +376,8 @@ class SettingsSchema(Schema):
     broker = fields.Nested(BrokerSchema, required=True)
     im = fields.Nested(ImSchema, required=True)
     auth = fields.Nested(AuthSchema, required=True)
+    api = fields.Nested(ApiSchema, required=True)
+    hooks = fields.Nested(HooksSchema, required=True)
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> Settings:
@@ -468,11 +539,19 @@ def _check_workers(settings: Settings, raw: _Raw) -> None:
 
 def _invalid(raw: _Raw, section: str, key: str, reason: str) -> SettingsError:
     value, source = raw.get((section, key), ("", DEFAULT_SOURCE))
+    if (section, key) in SECRET_KEYS and value:
+        value = "***"
     return SettingsError(f"invalid setting [{section}] {key} = {value!r} (from {source}): {reason}")
+
+
+# Settings whose value never appears in a message (an error names the key and the source only).
+SECRET_KEYS = frozenset({("auth", "jwt_secret"), ("api", "key")})
 
 
 def _describe(section: str, key: str, given: tuple[str, str], messages: Any) -> str:
     value, source = given
+    if (section, key) in SECRET_KEYS and value:
+        value = "***"
     text = " ".join(messages) if isinstance(messages, list) else str(messages)
     return f"invalid setting [{section}] {key} = {value!r} (from {source}): {_one_line(text)}"
 

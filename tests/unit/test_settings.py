@@ -57,8 +57,21 @@ DEFAULTS = {
         "history_page_max": 200,
         "max_groups_per_user": 1000,
         "recover_max": 1000,
+        "presence_events": False,
     },
-    "auth": {"login_failures_per_ip": 30, "login_failures_per_user": 10, "login_failure_window": 300.0},
+    "auth": {
+        "login_failures_per_ip": 30,
+        "login_failures_per_user": 10,
+        "login_failure_window": 300.0,
+        "password_logins": True,
+        "jwt_secret": "",
+        "jwt_public_key_file": "",
+        "jwt_audience": "",
+        "jwt_issuer": "",
+        "jwt_leeway": 0.0,
+    },
+    "api": {"key": "", "broadcast_max": 1000},
+    "hooks": {"publish_url": "", "timeout": 2.0, "fail": "closed", "max_in_flight": 1000},
 }
 
 
@@ -96,7 +109,7 @@ def test_defaults_without_any_file():
 
 def test_as_dict_is_plain_nested_dict_for_the_container():
     data = load().as_dict()
-    assert set(data) == {"server", "storage", "broker", "im", "auth"}
+    assert set(data) == {"server", "storage", "broker", "im", "auth", "api", "hooks"}
     assert data["im"]["list_num"] == 50
     assert data["storage"]["backend"] == "memory"
 
@@ -247,6 +260,12 @@ def test_choices_are_case_insensitive():
         ("auth", "login_failures_per_ip", "-1", "greater than or equal to 0"),
         ("auth", "login_failures_per_user", "ten", "Not a valid integer."),
         ("auth", "login_failure_window", "0", "Must be greater than 0."),
+        ("auth", "jwt_leeway", "-1", "greater than or equal to 0"),
+        ("auth", "jwt_public_key_file", "/nonexistent/key.pem", "No such file."),
+        ("hooks", "publish_url", "ftp://x", "Must be an http:// or https:// URL."),
+        ("hooks", "fail", "maybe", "Must be one of"),
+        ("hooks", "timeout", "0", "greater than or equal to 0.01"),
+        ("api", "broadcast_max", "0", "greater than or equal to 1"),
     ],
 )
 def test_bad_environment_value(section, key, value, reason):
@@ -254,6 +273,14 @@ def test_bad_environment_value(section, key, value, reason):
     message = error_of(environ={variable: value})
     assert message.startswith(f"invalid setting [{section}] {key} = {value!r} (from {variable}): ")
     assert reason in message
+
+
+def test_secrets_never_appear_in_errors():
+    message = error_of(environ={"FASTIM_API_KEY": "short secret"})
+    assert message.startswith("invalid setting [api] key = '***' (from FASTIM_API_KEY): ")
+    assert "secret" not in message
+    message = error_of(environ={"FASTIM_AUTH_JWT_SECRET": "s3cr3t-value", "FASTIM_AUTH_JWT_PUBLIC_KEY_FILE": "/etc/hosts"})
+    assert "s3cr3t" not in message
 
 
 def test_error_message_matches_the_documented_shape():
