@@ -2,6 +2,8 @@
 
 import { isMessage, isRecall, parseMessages } from "./api.js";
 import { byId, clock, el, fullTime, nearBottom } from "./dom.js";
+import { Link } from "./link.js";
+import { StreamPosition, placeInOrder, streamData } from "./stream.js";
 import {
   LOGIN_REQUIRED_TEXT,
   explainClose,
@@ -14,57 +16,6 @@ import {
 const HISTORY_PAGE = 20; // messages fetched per "Load older"
 const MAX_NOTICES = 6;
 const INFO_NOTICE_MS = 15000; // information fades; errors stay until dismissed
-const RETRY_MIN_MS = 1000;
-const RETRY_MAX_MS = 30000;
-// Close codes after which reconnecting cannot help until the user acts.
-const FINAL_CLOSES = new Set([4400, 4403, 4440]);
-
-// A socket that reconnects with capped exponential backoff unless closed on purpose or refused.
-// `url` may be a function: it is asked again for each connection (a chat socket resumes where it stopped).
-class Link {
-  constructor(url, { onFrame, onState }) {
-    this.url = url;
-    this.onFrame = onFrame;
-    this.onState = onState;
-    this.retryMs = RETRY_MIN_MS;
-    this.stopped = false;
-    this.timer = null;
-    this.connect();
-  }
-
-  connect() {
-    this.onState("connecting", null);
-    const socket = (this.socket = new WebSocket(typeof this.url === "function" ? this.url() : this.url));
-    socket.addEventListener("open", () => {
-      this.retryMs = RETRY_MIN_MS;
-      this.onState("open", null);
-    });
-    socket.addEventListener("message", (event) => {
-      if (socket === this.socket) this.onFrame(String(event.data));
-    });
-    socket.addEventListener("close", (event) => {
-      if (socket !== this.socket || this.stopped) return;
-      const final = FINAL_CLOSES.has(event.code);
-      this.onState(final ? "refused" : "retrying", event);
-      if (!final) {
-        this.timer = setTimeout(() => this.connect(), this.retryMs);
-        this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
-      }
-    });
-  }
-
-  send(text) {
-    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
-    this.socket.send(text);
-    return true;
-  }
-
-  close() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.socket) this.socket.close(1000, "left");
-  }
-}
 
 export class ChatView {
   constructor(api) {
@@ -74,14 +25,15 @@ export class ChatView {
     this.list = null; // Link to /group/list/...
     this.listed = new Set(); // group ids in the last group-list push
     this.shown = new Map(); // a message's id (or "userId\u0000ts" without one) -> its <li>
-    this.position = null; // {since, epoch}: the last event seen of the open group's stream, to resume from
+    this.gone = new Set(); // ids of the open group's messages recalled: a late copy must not bring one back
+    this.position = new StreamPosition(); // the last event seen of the open group's stream, to resume from
     this.total = 0;
     this.listeners = []; // told when the session or the open group changes
     this.nodes = Object.fromEntries(
       [
         "login-form", "login-user", "login-password", "login-button", "logout-button", "session", "notices",
         "groups", "groups-status", "join-form", "group-id", "join-button", "room-title", "room-total",
-        "chat-status", "load-older", "messages", "send-form", "message-input", "send-button",
+        "chat-status", "load-older", "messages-box", "messages", "send-form", "message-input", "send-button",
       ].map((id) => [id, byId(id)]),
     );
     const n = this.nodes;
@@ -197,10 +149,11 @@ export class ChatView {
     const status = this.nodes["groups-status"];
     this.list = new Link(this.api.listUrl(userId, token), {
       onFrame: (text) => this.onGroupList(text),
-      onState: (state, event) => {
+      onState: (state, event, detail) => {
         if (state === "open") status.textContent = "Live: updated as messages arrive.";
         else if (state === "connecting") status.textContent = "Connecting…";
-        else this.socketClosed("Group list", state, event, status);
+        else if (state === "reconnecting") status.textContent = "Reconnecting…";
+        else this.socketClosed("Group list", state, event, detail, status);
       },
     });
   }
@@ -250,39 +203,56 @@ export class ChatView {
     if (!this.api.session) return this.notice("Log in first.");
     if (this.chat) this.chat.close();
     this.groupId = groupId;
-    this.position = null;
+    this.position.reset();
     this.clearMessages();
     this.nodes["room-title"].textContent = `Group ${groupId}`;
     for (const item of this.nodes.groups.children) item.classList.toggle("active", item.dataset.group === groupId);
     const { userId, token } = this.api.session;
-    this.chat = new Link(() => this.api.chatUrl(groupId, userId, token, this.position), {
+    // Each (re)connection asks to resume after the last event seen; the first asks for the newest page.
+    this.chat = new Link(() => this.api.chatUrl(groupId, userId, token, this.position.at), {
       onFrame: (text) => this.onChatFrame(text),
-      onState: (state, event) => {
-        this.setStatus(state);
+      onState: (state, event, detail) => {
+        this.setStatus(state, detail);
         this.setComposer(state === "open");
-        if (state === "retrying" || state === "refused") this.socketClosed("Chat", state, event, null);
+        if (event) this.socketClosed("Chat", state, event, detail, null);
       },
     });
     this.contextChanged();
   }
 
-  socketClosed(which, state, event, status) {
+  // A socket closed (or, "offline", gave up): said once per loss, not once per failed attempt to come back.
+  socketClosed(which, state, event, detail, status) {
     const why = explainClose(event.code, event.reason);
-    const next = state === "refused" ? "" : " Reconnecting…";
+    const next = {
+      retrying: " Reconnecting…",
+      offline: ` Gave up after ${detail ? detail.attempt : "many"} attempts: reopen the group or log in again.`,
+    }[state] || "";
     if (status) status.textContent = `Closed: ${why}.${next}`;
     if (event.code === 4440) {
       this.notice(explainLoginRequired());
       this.logout();
-    } else if (event.code !== 1006 || state === "refused") {
-      this.notice(`${which} socket ${why}.${next}`, state === "refused" ? "error" : "info");
+    } else if (state !== "retrying") {
+      this.notice(`${which} socket ${why}.${next}`);
+    } else if (detail && detail.attempt === 1) {
+      this.notice(`${which} socket ${why}.${next}`, "info");
     }
   }
 
-  setStatus(state) {
+  // The chat socket's badge: how the connection stands, and how the last reconnection went.
+  setStatus(state, detail = null) {
     const badge = this.nodes["chat-status"];
-    const words = { open: "connected", connecting: "connecting…", retrying: "reconnecting…", refused: "refused", closed: "closed" };
+    const words = {
+      open: "connected", connecting: "connecting…", reconnecting: "reconnecting…", retrying: "reconnecting…",
+      resumed: "resumed", reloaded: "could not recover: reloaded", refused: "refused", offline: "offline",
+      closed: "closed",
+    };
+    const looks = { reconnecting: "retrying", resumed: "open", reloaded: "open", offline: "refused" };
     badge.textContent = words[state] || state;
-    badge.className = `badge ${state}`;
+    badge.className = `badge ${looks[state] || state}`;
+    badge.dataset.state = state;
+    badge.title = state === "retrying" && detail
+      ? `attempt ${detail.attempt}; next in ${(detail.delayMs / 1000).toFixed(1)} s`
+      : "";
   }
 
   setComposer(enabled) {
@@ -302,28 +272,35 @@ export class ChatView {
     if (Array.isArray(data.list)) return this.snapshot(data);
     if (isErrorFrame(data)) return this.notice(explainFrame(data));
     if (String(data.groupId) !== this.groupId) return;
-    this.advance(data);
+    this.position.passed(data);
     if (isRecall(data)) return this.recalled(data);
     if (isMessage(data) && this.add(data, "end")) this.setTotal(this.total + 1);
   }
 
   // The opening frame: the newest messages, or (when the server could resume us) every event we missed.
+  // A resume the server could not make whole ("recovered": false) replaces the view: what is shown would
+  // otherwise have a hole in it.
   snapshot(data) {
-    if (data.recovered !== true) this.clearMessages();
+    const resumed = data.recovered === true;
+    if (!resumed) this.clearMessages();
+    let missed = 0;
     for (const item of data.list) {
-      if (isRecall(item)) this.recalled(item);
-      else if (isMessage(item)) this.add(item, "end");
+      if (isRecall(item)) missed += this.recalled(item) ? 1 : 0;
+      else if (isMessage(item)) missed += this.add(item, "end") ? 1 : 0;
     }
     this.setTotal(Number.isFinite(data.total) ? data.total : this.shown.size);
-    if (Number.isInteger(data.seq) && typeof data.epoch === "string") this.position = { since: data.seq, epoch: data.epoch };
-    const box = this.nodes.messages;
-    box.scrollTop = box.scrollHeight;
-  }
-
-  // Where the group's stream stands for us: the seq of the last event seen.
-  advance(event) {
-    if (this.position && Number.isInteger(event.seq) && event.seq > this.position.since) {
-      this.position = { since: event.seq, epoch: this.position.epoch };
+    this.position.opened(data.seq, data.epoch);
+    if (resumed) { // added in place: the view stays where the reader left it, unless it was at the end
+      this.setStatus("resumed");
+      this.notice(`Reconnected and resumed: ${missed} missed event${missed === 1 ? "" : "s"} caught up.`, "info");
+      return;
+    }
+    const view = this.nodes["messages-box"]; // what scrolls: the list and its "Load older" button
+    view.scrollTop = view.scrollHeight;
+    if (data.recovered === false) {
+      this.setStatus("reloaded");
+      this.notice("Reconnected, but could not recover what was missed (too much, or the group's history restarted): "
+        + "reloaded the latest messages.", "info");
     }
   }
 
@@ -343,6 +320,7 @@ export class ChatView {
 
   clearMessages() {
     this.shown.clear();
+    this.gone.clear();
     this.nodes.messages.replaceChildren();
     this.setTotal(0);
   }
@@ -362,11 +340,12 @@ export class ChatView {
   add(message, where) {
     const userId = String(message.userId);
     const key = this.key(message);
-    if (this.shown.has(key)) return false;
+    if (this.shown.has(key) || this.gone.has(key)) return false;
     const mine = userId === this.me;
     const item = el(
       "li",
-      { class: mine ? "message mine" : "message", data: { user: userId, ts: String(message.ts), id: key } },
+      { class: mine ? "message mine" : "message",
+        data: { user: userId, ts: String(message.ts), id: key, ...streamData(message) } },
       el("div", { class: "meta" },
         el("span", { class: "sender", text: mine ? `${userId} (you)` : userId }),
         el("time", { text: clock(message.ts), title: fullTime(message.ts) }),
@@ -376,12 +355,13 @@ export class ChatView {
     );
     this.shown.set(key, item);
     const box = this.nodes.messages;
+    const view = this.nodes["messages-box"];
     if (where === "start") {
       box.prepend(item);
     } else {
-      const pinned = nearBottom(box);
-      box.append(item);
-      if (pinned || mine) box.scrollTop = box.scrollHeight;
+      const pinned = nearBottom(view);
+      placeInOrder(box, item);
+      if (pinned || mine) view.scrollTop = view.scrollHeight;
     }
     return true;
   }
@@ -398,17 +378,19 @@ export class ChatView {
     }
   }
 
-  // A recall event (or our own successful recall): the message's text disappears.
+  // A recall event (or our own successful recall): the message's text disappears. True when it was shown.
   recalled(event) {
-    if (String(event.groupId) !== this.groupId) return;
+    if (String(event.groupId) !== this.groupId) return false;
     const userId = String(event.userId);
     const key = this.key(event); // a recall event names the recalled message by its id (or author and time)
+    this.gone.add(key);
     const item = this.shown.get(key);
-    if (!item) return;
+    if (!item) return false;
     this.shown.delete(key);
     item.className = "message recalled";
     item.replaceChildren(el("p", { class: "info", text: `${userId === this.me ? "You" : userId} recalled a message (sent ${clock(event.ts)})` }));
     this.setTotal(this.total - 1);
+    return true;
   }
 
   async loadOlder() {
@@ -421,10 +403,10 @@ export class ChatView {
       if (!this.checked(envelope)) return;
       if (envelope.data === null) return this.notice("The oldest shown message is gone (recalled or expired); reopen the group.", "info");
       const older = parseMessages(envelope.data);
-      const box = this.nodes.messages;
-      const fromBottom = box.scrollHeight - box.scrollTop;
+      const view = this.nodes["messages-box"];
+      const fromBottom = view.scrollHeight - view.scrollTop;
       for (const message of older.reverse()) this.add(message, "start");
-      box.scrollTop = box.scrollHeight - fromBottom; // keep the view where it was
+      view.scrollTop = view.scrollHeight - fromBottom; // keep the view where it was
       this.setTotal(this.total);
       if (older.length < HISTORY_PAGE) button.hidden = true;
     } finally {
