@@ -17,10 +17,17 @@ setup(
         "dependency-injector>=4.41",
         "apispec>=6.0",
         "prometheus-client>=0.17",
+        # [hooks] publish_url: tornado's curl client keeps the connections to the application alive
+        "pycurl>=7.45",
         # --storage sqlite | postgres
         "sqlalchemy[asyncio]>=2.0",
         "aiosqlite>=0.19",
         "asyncpg>=0.29",
+        # [auth] jwt_secret | jwt_public_key_file: JWT connection tokens (RS256/ES256 need cryptography)
+        "pyjwt>=2.8",
+        "cryptography>=41",
+        # fastim.client, the SDK and the terminal client (fastim chat|tail|send)
+        "websockets>=13.0",
     ],
     extras_require={
         "test": [

@@ -25,7 +25,8 @@ START_TIMEOUT_S = 15.0
 # A node's own shutdown deadline is 10 s; past 12 s it is killed.
 STOP_TIMEOUT_S = 12.0
 POLL_S = 0.05
-SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_BROKER_", "FASTIM_IM_", "FASTIM_AUTH_")
+SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_BROKER_", "FASTIM_IM_", "FASTIM_AUTH_",
+                    "FASTIM_HOOKS_")
 
 # The node settings every scenario runs with, and why.
 NODE_SETTINGS = {

@@ -14,6 +14,14 @@ from fastim.interfaces.http.group import DelMessageHandler, ListMessageHandler, 
 from fastim.interfaces.http.health import HealthHandler, ReadyHandler
 from fastim.interfaces.http.metrics import MetricsHandler
 from fastim.interfaces.http.openapi import OpenApiHandler, build_document
+from fastim.interfaces.http.server_api import (
+    BroadcastHandler,
+    DisconnectHandler,
+    GroupHandler,
+    PresenceHandler,
+    PublishHandler,
+    RecallHandler,
+)
 from fastim.interfaces.http.user import (
     JoinGroupHandler,
     LeaveGroupHandler,
@@ -31,7 +39,7 @@ SEGMENT = r"([^/]+)"  # a non-empty path segment: fast-im's token "may not be em
 
 def socket_routes(container: Container) -> list[tuple]:
     context = container.socket_context()
-    common = {"cors": container.cors(), "limits": container.transport_limits()}
+    common = {"cors": container.cors(), "limits": container.transport_limits(), "metrics": container.metrics()}
     chat = partial(ChatSocket, context, container.chat_services())
     group_list = partial(GroupListSocket, context, container.list_services())
     return [
@@ -58,6 +66,21 @@ def http_routes(container: Container) -> list[tuple]:
     ]
 
 
+def server_api_routes(container: Container) -> list[tuple]:
+    """``/api/*``, only when ``[api] key`` is set."""
+    if not container.config.api.key():
+        return []
+    common = {"http": container.http_context(), "api": container.server_api()}
+    return [
+        (r"/api/publish", PublishHandler, common),
+        (r"/api/broadcast", BroadcastHandler, common),
+        (r"/api/recall", RecallHandler, common),
+        (r"/api/disconnect", DisconnectHandler, common),
+        (rf"/api/presence/{SEGMENT}", PresenceHandler, common),
+        (rf"/api/groups/{SEGMENT}", GroupHandler, common),
+    ]
+
+
 def routes(container: Container, prefix: str = "") -> list[tuple]:
     """Every route of the node, each path under ``prefix`` (``""``, or e.g. ``"/im"``).
 
@@ -66,8 +89,9 @@ def routes(container: Container, prefix: str = "") -> list[tuple]:
     sees to that), since it judges the path a request came in on.
     """
     http = container.http_context()
-    api = http_routes(container)
-    documented = [(path, handler) for path, handler, _ in api] + [("/openapi.json", OpenApiHandler)]
+    api = http_routes(container) + server_api_routes(container)
+    documented = [(path.replace(SEGMENT, "{groupId}"), handler) for path, handler, _ in api]
+    documented.append(("/openapi.json", OpenApiHandler))
     document = build_document([(prefix + path, handler) for path, handler in documented], http.gate)
     api.append((r"/openapi.json", OpenApiHandler, {"http": http, "document": document}))
     table = api + socket_routes(container) + web_routes(logins_open=bool(open_logins(container)))

@@ -91,7 +91,60 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-wait-replicas", metavar="N",
         help="answer a send once N replicas confirmed it (WAIT); 0: at once ([storage] redis_wait_replicas)",
     )
+    _add_client_commands(commands)
+    status = commands.add_parser(
+        "status", help="the nodes at a glance",
+        description="Per node: ready or not, open sockets by kind, groups followed, messages and deliveries per "
+        "second, slow-consumer drops and broker health, read from each node's /metrics and /readyz. Exit status: "
+        "0 when every node is up and ready, 1 otherwise.",
+    )
+    status.add_argument(
+        "--url", action="append", metavar="URL[,URL...]",
+        help=f"a node's base URL; repeat it or separate with commas for several (default: {DEFAULT_URL})",
+    )
+    status.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="seconds between the two reads the rates come from (default: 1)")
     return parser
+
+
+# The node a client command talks to when --url is not given: `fastim serve`'s default address.
+DEFAULT_URL = "http://127.0.0.1:9000"
+CLIENT_COMMANDS = ("chat", "tail", "send")
+
+
+def _add_client_commands(commands: argparse._SubParsersAction) -> None:
+    """``fastim chat|tail|send``: the terminal client (fastim/client/terminal.py)."""
+    credentials = (
+        "Log in with --password, or give a --token (a login token or a JWT); with neither, the token is '-', "
+        "which nodes with login_auth = 0 accept."
+    )
+    chat = commands.add_parser(
+        "chat", help="chat in a group from the terminal",
+        description="Chat in GROUP as USER: lines typed are sent, incoming messages shown with their time. "
+        f"Ctrl-D or Ctrl-C leaves. {credentials}",
+    )
+    tail = commands.add_parser(
+        "tail", help="print a group's events as JSON lines",
+        description="Print every event of GROUP (the newest messages first) as one JSON object per line, "
+        f"resuming across reconnects, until interrupted. {credentials}",
+    )
+    send = commands.add_parser(
+        "send", help="send one message",
+        description="Send TEXT to GROUP as USER and print its id once the node stored it. Exit status: 0 stored, "
+        f"1 refused (the node's reason on stderr), 2 usage error, 3 node unreachable. {credentials}",
+    )
+    for command in (chat, tail, send):
+        command.add_argument("--url", default=DEFAULT_URL, help=f"the node's base URL (default: {DEFAULT_URL})")
+        command.add_argument("group", metavar="GROUP")
+        if command is tail:
+            command.add_argument("--user", default="fastim-tail", help="the user to read as (default: fastim-tail)")
+        else:
+            command.add_argument("user", metavar="USER")
+        if command is send:
+            command.add_argument("text", metavar="TEXT")
+        login = command.add_mutually_exclusive_group()
+        login.add_argument("--password", help="log in with this password first")
+        login.add_argument("--token", help="a login token or a JWT the application minted")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +155,29 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "serve":
         return _serve(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command in CLIENT_COMMANDS:
+        from fastim.client.terminal import run  # the SDK imports websockets; `fastim serve` does not need it
+
+        return run(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
+
+
+def _status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fastim.status import cluster_status, healthy, render
+
+    urls = [url.strip() for given in (args.url or [DEFAULT_URL]) for url in given.split(",") if url.strip()]
+    if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
+        return _fail("status: each --url must be a node's http:// or https:// base URL")
+    if not 0.1 <= args.interval <= 60:
+        return _fail("status: --interval must be from 0.1 to 60 seconds")
+    statuses = asyncio.run(cluster_status(urls, args.interval))
+    print(render(statuses))
+    return 0 if healthy(statuses) else 1
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -21,10 +21,12 @@ from tornado.netutil import bind_sockets
 from fastim.app import make_app
 from fastim.container import Container, build_container, close_container, open_logins
 from fastim.interfaces.acceptor import Acceptor, Admission
+from fastim.infrastructure.jwt_verifier import JwtSettingsError
 from fastim.infrastructure.redis.sentinel import check_master
 from fastim.infrastructure.sql.engine import describe as describe_sql_error
 from fastim.infrastructure.sql.engine import migrate
 from fastim.interfaces.http.body_limit import BodyLimit
+from fastim.interfaces.http.client_address import ForwardedClients, TrustedProxies
 from fastim.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,10 +78,12 @@ class Node:
         self._http_server: tornado.httpserver.HTTPServer | None = None
         self._acceptor: Acceptor | None = None
         self._capacity = ""  # what the node accepts, for the start-up line
+        self.proxies = TrustedProxies(settings.server.trusted_proxies)  # whose X-Forwarded-For names the client
 
     async def start(self) -> None:
         """Check the settings and the storage, then listen; on failure release everything and raise StartupError."""
         try:
+            self.check_credentials()
             self.check_protected_mode()
             await self.check_storage()
             self._listen()
@@ -109,6 +113,13 @@ class Node:
             ("close HTTP connections", self._close_connections),
             ("close storage and broker", self._close_container),
         ]
+
+    def check_credentials(self) -> None:
+        """The JWT key must load: a key that verifies nothing would lock every client out."""
+        try:
+            self.container.grant_verifier()
+        except JwtSettingsError as exc:
+            raise StartupError(str(exc)) from None
 
     def check_protected_mode(self, host: str | None = None) -> None:
         """Like Redis's protected mode: with open logins, listen on loopback only unless told otherwise.
@@ -170,7 +181,10 @@ class Node:
 
     def _listen(self) -> None:
         settings = self.settings.server
-        application = BodyLimit(make_app(self.container), settings.max_body_bytes, self.container.cors())
+        application = make_app(self.container)
+        if self.proxies:
+            application = ForwardedClients(application, self.proxies)
+        application = BodyLimit(application, settings.max_body_bytes, self.container.cors())
         server = tornado.httpserver.HTTPServer(
             application,
             idle_connection_timeout=settings.header_timeout,  # Tornado's header timeout, idle keep-alive included
@@ -193,7 +207,8 @@ class Node:
         limit = settings.max_connections or max(MIN_AUTO_CONNECTIONS, open_files - OPEN_FILES_RESERVE)
         refused = self.container.metrics().refused_connections
         self._acceptor = Acceptor(
-            server, Admission(limit, settings.max_connections_per_ip), lambda which: refused.labels(which).inc()
+            server, Admission(limit, settings.max_connections_per_ip), lambda which: refused.labels(which).inc(),
+            trusted_proxy=self.proxies.trusts_peer,
         )
         self._acceptor.add_sockets(sockets)
         per_address = f", {settings.max_connections_per_ip} per address" if settings.max_connections_per_ip else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class ServerSettings:
     header_timeout: float
     body_timeout: float
     max_body_bytes: int
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,24 @@ class _Paths(fields.String):
         return paths
 
 
+class _Networks(fields.String):
+    """A comma-separated list of IP addresses or CIDR networks (IPv4 or IPv6), normalized (``10.0.0.0/8``)."""
+
+    default_error_messages = {"network": "{network!r} is not an IP address or a CIDR network (10.0.0.0/8, fd00::/8)."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        networks = []
+        for part in (part.strip() for part in text.split(",")):
+            if not part:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise self.make_error("network", network=part) from None
+        return tuple(networks)
+
+
 def _non_negative(**kwargs: Any) -> fields.Integer:
     return fields.Integer(validate=validate.Range(min=0), **kwargs)
 
@@ -213,13 +233,15 @@ class ServerSchema(Schema):
     protected_mode = _Flag(load_default=True)
     # 0: as many as the open-files limit allows, less a reserve for Redis, logs and files.
     max_connections = _non_negative(load_default=0)
-    # 0: no per-address limit. Behind a proxy every client has the proxy's address.
+    # 0: no per-address limit. Behind a proxy, list it in trusted_proxies so that its clients are counted.
     max_connections_per_ip = _non_negative(load_default=0)
     # A request head (or the next one on a kept-alive connection) must be complete within this.
     header_timeout = _positive_float(load_default=10.0)
     body_timeout = _positive_float(load_default=30.0)
     # Every API form fits in a few KB; bigger bodies are refused from their headers (413).
     max_body_bytes = _positive(load_default=65536)
+    # Proxies (nginx) whose X-Forwarded-For / X-Real-IP name the client; from any other peer they are ignored.
+    trusted_proxies = _Networks(load_default=())
 
     @post_load
     def make(self, data: dict, **kwargs: Any) -> ServerSettings:

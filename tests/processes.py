@@ -21,7 +21,8 @@ START_TIMEOUT_S = 15.0
 # A graceful stop takes milliseconds; the node's own shutdown deadline is 10 s.
 STOP_TIMEOUT_S = 12.0
 POLL_S = 0.05
-SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_BROKER_", "FASTIM_IM_", "FASTIM_AUTH_")
+SETTING_PREFIXES = ("FASTIM_SERVER_", "FASTIM_STORAGE_", "FASTIM_BROKER_", "FASTIM_IM_", "FASTIM_AUTH_",
+                    "FASTIM_HOOKS_")
 
 
 def free_port() -> int:

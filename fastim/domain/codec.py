@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastim.domain.model import Event, Message, Notice, Recall, SessionsChanged
+from fastim.domain.ids import is_valid_id
+from fastim.domain.model import (
+    PRESENCE_LISTED_MAX,
+    Event,
+    Message,
+    Notice,
+    PresenceChanged,
+    Recall,
+    SessionsChanged,
+    UserDisconnected,
+)
 
 _COMPACT = (",", ":")
 MAX_TS = 2**53 - 1  # integer milliseconds that JavaScript and Lua numbers hold exactly
@@ -32,9 +42,13 @@ def message_object(message: Message) -> dict[str, Any]:
 
 
 def event_object(event: Event) -> dict[str, Any]:
-    """A message, or a recall event: ``{"event":"recall","groupId","userId","ts"[,"id","seq","epoch"]}``."""
+    """A message, a recall event: ``{"event":"recall","groupId","userId","ts"[,"id","seq","epoch"]}``,
+    or a presence event: ``{"event":"presence","groupId","joined":[...],"left":[...],"online"}``."""
     if isinstance(event, Message):
         return message_object(event)
+    if isinstance(event, PresenceChanged):
+        return {"event": "presence", "groupId": event.group_id, "joined": list(event.joined),
+                "left": list(event.left), "online": event.online}
     data: dict[str, Any] = {"event": "recall", "groupId": event.group_id, "userId": event.user_id, "ts": event.ts}
     if event.id is not None:
         data["id"] = event.id
@@ -74,6 +88,8 @@ def decode_event(payload: str | bytes) -> Event:
     if not isinstance(data, dict):
         raise InvalidPayload("not a JSON object")
     group_id = _identifier(data, "groupId")
+    if data.get("event") == "presence":
+        return _presence(data, group_id)
     user_id = _identifier(data, "userId")
     ts = _timestamp(data)
     seq = _sequence(data)
@@ -88,6 +104,26 @@ def decode_event(payload: str | bytes) -> Event:
     if not isinstance(info, str):
         raise InvalidPayload("info must be a string")
     return Message(group_id=group_id, user_id=user_id, info=info, ts=ts, seq=seq, id=event_id)
+
+
+def _presence(data: dict[str, Any], group_id: str) -> PresenceChanged:
+    joined, left = _user_ids(data, "joined"), _user_ids(data, "left")
+    if len(joined) + len(left) > PRESENCE_LISTED_MAX:
+        raise InvalidPayload(f"a presence event lists at most {PRESENCE_LISTED_MAX} users")
+    online = data.get("online")
+    if isinstance(online, bool) or not isinstance(online, int) or not 0 <= online <= MAX_TS:
+        raise InvalidPayload(f"online must be an integer from 0 to {MAX_TS}")
+    return PresenceChanged(group_id, joined, left, online)
+
+
+def _user_ids(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A list of user ids (absent: none); checked before it is walked, so a huge list costs one len()."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or len(value) > PRESENCE_LISTED_MAX:
+        raise InvalidPayload(f"{key} must be a list of at most {PRESENCE_LISTED_MAX} user ids")
+    if not all(is_valid_id(item) for item in value):
+        raise InvalidPayload(f"{key} must hold user ids")
+    return tuple(value)
 
 
 def _identifier(data: dict[str, Any], key: str) -> str:
@@ -128,7 +164,8 @@ def _timestamp(data: dict[str, Any]) -> int:
 
 def encode_notice(notice: Notice) -> str:
     """A node-wide notice, as published on the notices channel."""
-    return json.dumps({"notice": "sessions", "userId": notice.user_id}, ensure_ascii=False, separators=_COMPACT)
+    kind = "disconnect" if isinstance(notice, UserDisconnected) else "sessions"
+    return json.dumps({"notice": kind, "userId": notice.user_id}, ensure_ascii=False, separators=_COMPACT)
 
 
 def decode_notice(payload: str | bytes) -> Notice:
@@ -136,6 +173,8 @@ def decode_notice(payload: str | bytes) -> Notice:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPayload(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("notice") != "sessions":
+    if not isinstance(data, dict) or data.get("notice") not in ("sessions", "disconnect"):
         raise InvalidPayload("not a notice")
+    if data["notice"] == "disconnect":
+        return UserDisconnected(_identifier(data, "userId"))
     return SessionsChanged(_identifier(data, "userId"))

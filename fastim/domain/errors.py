@@ -72,6 +72,18 @@ class TooManyRequests(DomainError):
         self.retry_after = retry_after  # seconds until trying again can succeed
 
 
+class LoginsOff(DomainError):
+    """Password logins are turned off (``[auth] password_logins = 0``): the application mints tokens."""
+
+    code = "logins_off"
+
+
+class GroupNotGranted(DomainError):
+    """The caller's token (a JWT's ``groups`` claim) does not name this group."""
+
+    code = "group_not_granted"
+
+
 class JoinRefused(DomainError):
     """The join policy does not let this user into this group."""
 
@@ -82,3 +94,28 @@ class TooManyGroups(DomainError):
     """The user has joined as many groups as ``[im] max_groups_per_user`` allows."""
 
     code = "too_many_groups"
+
+
+class MessageRejected(DomainError):
+    """The application's publish hook refused the message; ``reason`` is what the sender is told."""
+
+    code = "message_rejected"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HookFailed(DomainError):
+    """The publish hook gave no usable answer, so the message was not reviewed.
+
+    ``cause``: ``timeout``, ``unreachable`` (no connection, or it broke),
+    ``status`` (not 200), ``answer`` (not a JSON object of the agreed shape, or
+    too large), ``busy`` (``[hooks] max_in_flight`` calls already), ``error``.
+    """
+
+    code = "hook_failed"
+
+    def __init__(self, message: str, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause

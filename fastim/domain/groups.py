@@ -65,7 +65,10 @@ class Groups:
 
     async def summaries(self, user_id: str) -> list[GroupSummary]:
         """Newest message and total of every group the user joined."""
-        group_ids = await self._memberships.groups_of(user_id)
+        return await self.summaries_of(await self._memberships.groups_of(user_id))
+
+    async def summaries_of(self, group_ids: list[str]) -> list[GroupSummary]:
+        """Newest message and total of each group, in the given order."""
         if not group_ids:
             return []
         return await self._messages.summaries(group_ids)

@@ -84,6 +84,18 @@ class Messages:
                 raise StorageUnavailable(f"{unknown}; it was not stored") from unknown
             return stored
 
+    async def moderate(self, group_id: str, message_id: str) -> Recall:
+        """Remove anyone's message, named by id, whatever its age (the application moderates); its recall event."""
+        target = RecallTarget(group_id, None, id=message_id)
+        recall = await self._repository.remove(target, self._page_max, self._message_timeout, self._recover_max)
+        if recall is None:
+            raise MessageNotFound(f"no message {message_id} in group {group_id}")
+        return recall
+
+    async def position(self, group_id: str) -> Page:
+        """Where the group's stream stands and how many messages it holds (no messages read)."""
+        return await self._repository.newest(group_id, 0)
+
     async def latest(self, group_id: str) -> Page:
         """What a chat socket receives on open: the newest ``list_num`` messages, the total and the stream's position."""
         return await self._repository.newest(group_id, self._list_num)

@@ -34,7 +34,29 @@ class Recall:
     epoch: str | None = None  # the stream's (the recalled message may be older than it)
 
 
-Event = Message | Recall
+# A presence event names who joined and who left only when this few changed together; past it, it
+# tells only how many are online (one frame per socket instead of one per change: a 5,000-socket
+# reconnect storm must not cost 5,000 frames on each of 5,000 sockets).
+PRESENCE_LISTED_MAX = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """Users came online in a group (their first socket on any node) or went offline (their last), at once.
+
+    Not an event of the group's stream: it has no seq, is never stored, and is
+    delivered as it comes. ``joined`` and ``left`` are both empty when more
+    than :data:`PRESENCE_LISTED_MAX` users changed together: then only
+    ``online`` (distinct users online in the group) is told.
+    """
+
+    group_id: str
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+    online: int
+
+
+Event = Message | Recall | PresenceChanged
 
 
 def message_id(epoch: str, seq: int) -> str:
@@ -54,7 +76,7 @@ def epoch_of(event: Event) -> str | None:
     """The epoch of the stream an event belongs to: a recall says it, a message's id holds it."""
     if isinstance(event, Recall):
         return event.epoch
-    if event.id is None:
+    if isinstance(event, PresenceChanged) or event.id is None:
         return None
     parsed = parse_message_id(event.id)
     return parsed[0] if parsed else None
@@ -80,10 +102,13 @@ class Appended:
 
 @dataclass(frozen=True, slots=True)
 class RecallTarget:
-    """Which message a user recalls: by (user_id, ts) as fast-im does, or by id."""
+    """Which message a user recalls: by (user_id, ts) as fast-im does, or by id.
+
+    ``user_id`` None (by id only): a moderator's recall, of anyone's message.
+    """
 
     group_id: str
-    user_id: str
+    user_id: str | None
     ts: int | None = None
     id: str | None = None
     not_before_ms: int = 0  # an older message is past the recall window
@@ -114,6 +139,14 @@ class GroupSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class OnlineUser:
+    """A user online in a group, with the sockets the user holds open in it on every live node."""
+
+    user_id: str
+    sockets: int
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     """Messages of one history request, oldest first; ``clipped`` when more were asked than a page holds."""
 
@@ -136,4 +169,30 @@ class SessionsChanged:
     user_id: str
 
 
-Notice = SessionsChanged
+@dataclass(frozen=True, slots=True)
+class UserDisconnected:
+    """A node-wide notice: the application disconnected the user; every node closes the user's sockets."""
+
+    user_id: str
+
+
+Notice = SessionsChanged | UserDisconnected
+
+
+class GrantKind(enum.Enum):
+    LOGIN = "login"  # fast-im's login token: lives while it is renewed, watched in storage
+    JWT = "jwt"  # a JSON Web Token the application minted: lives until its exp, checked locally
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a checked credential allows: who, for how long, into which groups."""
+
+    user_id: str
+    kind: GrantKind
+    lives_s: float  # seconds it still lives (math.inf: no expiry)
+    groups: frozenset[str] | None = None  # None: any group
+    expires_at: float | None = None  # a JWT's exp (seconds since the epoch)
+
+    def allows(self, group_id: str) -> bool:
+        return self.groups is None or group_id in self.groups

@@ -6,16 +6,18 @@ Every storage call is one round trip to the storage, and raises
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from fastim.domain.model import (
     Appended,
     Event,
+    Grant,
     GroupSummary,
     Joined,
     Message,
     Notice,
+    OnlineUser,
     Page,
     Recall,
     RecallTarget,
@@ -150,6 +152,26 @@ class TokenRepository(Protocol):
         """Delete the user's token if it is ``token``; whether it was."""
         ...
 
+    async def revoke_all(self, user_id: str) -> bool:
+        """Delete the user's token, whatever it is; whether there was one."""
+        ...
+
+
+class GrantVerifier(Protocol):
+    """Checks connection tokens the application minted (JWTs) without asking the storage."""
+
+    def recognizes(self, token: str) -> bool:
+        """Whether ``token`` has this verifier's shape (and so is not a fast-im login token)."""
+        ...
+
+    def subject(self, token: str) -> str | None:
+        """The userId the token claims (its ``sub``), not yet verified; None when it names none."""
+        ...
+
+    def verify(self, token: str, user_id: str) -> Grant:
+        """The grant ``token`` gives ``user_id``; raises :class:`AuthenticationFailed` with the reason."""
+        ...
+
 
 class Authenticator(Protocol):
     """Decides whether a login attempt may have a token (fast-im's UserService)."""
@@ -162,6 +184,22 @@ class JoinPolicy(Protocol):
     """Decides who may join which group; the default lets anyone join anything, as fast-im does."""
 
     async def may_join(self, user_id: str, group_id: str) -> bool:
+        ...
+
+
+class PublishHook(Protocol):
+    """The application's review of a chat send before it is stored (``[hooks] publish_url``)."""
+
+    async def review(self, group_id: str, user_id: str, info: str) -> str:
+        """The text to store: ``info`` as sent, or the application's replacement.
+
+        Raises :class:`MessageRejected` when the application refuses the
+        message, :class:`HookFailed` when it gives no usable answer.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the hook's connections; a review still in flight may finish first."""
         ...
 
 
@@ -215,6 +253,45 @@ class Broker(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+class PresenceRepository(Protocol):
+    """Who is online in each group, kept per node: each node writes its own sockets' counts under a lease.
+
+    A node's entries in a group count while its lease there lives; a node that
+    stops renewing (killed) drops out when the lease lapses, and the next call
+    of any node on that group removes it and reports its users' leave. A call
+    that makes a user's first socket in a group (over all live nodes) or its
+    last one announces, with ``announce``, one :class:`PresenceChanged` per
+    group on the group's channel. ``lease_s`` must exceed the time between a
+    node's renewals.
+    """
+
+    async def apply(
+        self, node_id: str, changes: Mapping[str, Mapping[str, int]], lease_s: float, announce: bool
+    ) -> set[str]:
+        """Set the node's socket count of each (group, user) in ``changes`` (0: none left) and renew its leases there.
+
+        The groups of ``changes`` where the node held no live lease before the
+        call (new to it, or lapsed): its other users there must be written again.
+        """
+        ...
+
+    async def renew(self, node_id: str, group_ids: Iterable[str], lease_s: float, announce: bool) -> set[str]:
+        """Renew the node's lease in each group; the groups where it had lapsed (its entries are gone)."""
+        ...
+
+    async def drop(self, node_id: str, group_ids: Iterable[str], announce: bool) -> None:
+        """Remove the node's entries from each group at once: its users there leave (a graceful stop)."""
+        ...
+
+    async def users(self, group_id: str) -> list[OnlineUser]:
+        """The users online in the group on live nodes, sorted by user id, with their sockets summed over nodes."""
+        ...
+
+    async def counts(self, group_ids: Iterable[str]) -> dict[str, int]:
+        """Distinct users online in each group (0: none), in one round trip."""
         ...
 
 

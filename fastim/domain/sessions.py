@@ -7,10 +7,10 @@ import logging
 import secrets
 import time
 
-from fastim.domain.errors import AuthenticationFailed, StorageUnavailable
+from fastim.domain.errors import AuthenticationFailed, LoginsOff, StorageUnavailable
 from fastim.domain.ids import is_valid_id
-from fastim.domain.model import SessionsChanged
-from fastim.domain.ports import Authenticator, Broker, TokenRepository
+from fastim.domain.model import Grant, GrantKind, SessionsChanged, UserDisconnected
+from fastim.domain.ports import Authenticator, Broker, GrantVerifier, TokenRepository
 from fastim.domain.throttle import LoginThrottle, NoThrottle
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class Sessions:
         login_auth: bool,
         throttle: LoginThrottle | NoThrottle | None = None,
         failed_login_floor_s: float = FAILED_LOGIN_FLOOR_S,
+        verifier: GrantVerifier | None = None,
+        password_logins: bool = True,
     ) -> None:
         self._tokens = tokens
         self._authenticator = authenticator
@@ -47,16 +49,25 @@ class Sessions:
         self._login_auth = login_auth
         self._throttle = throttle or NoThrottle()
         self._failed_login_floor_s = failed_login_floor_s
+        self._verifier = verifier  # JWTs the application minted, beside fast-im's login tokens
+        self._password_logins = password_logins
 
     @property
     def login_auth(self) -> bool:
-        return self._login_auth
+        """Whether sockets need a token: ``[im] login_auth``, or always once JWTs are configured."""
+        return self._login_auth or self._verifier is not None
+
+    @property
+    def password_logins(self) -> bool:
+        return self._password_logins
 
     async def login(self, user_id: str, password: str, source: str = "") -> str:
         """A fresh token for the user, replacing any earlier one (whose sockets are then closed).
 
         ``source`` is the client's address, for the per-address throttle.
         """
+        if not self._password_logins:
+            raise LoginsOff("password logins are off on this server; connect with a token from the application")
         self._throttle.check(user_id, source)
         started = time.monotonic()
         if not await self._authenticator.authenticate(user_id, password):
@@ -79,16 +90,46 @@ class Sessions:
             return False
         return await self._tokens.check_and_renew(user_id, token, self._token_ttl)
 
-    async def authorize_socket(self, user_id: str, token: str) -> float | None:
-        """The WebSocket rule: with ``login_auth`` the token must match, else anything goes.
+    async def authorize_socket(self, user_id: str, token: str) -> Grant | None:
+        """The WebSocket rule: with ``login_auth`` (or JWTs) the token must be valid, else anything goes.
 
-        Returns the seconds the checked token lives, or ``None`` when no token was checked.
+        Returns what the checked token grants, or ``None`` when no token was checked.
         """
-        if not self._login_auth:
+        if not self.login_auth:
             return None
+        return await self.grant(user_id, token)
+
+    async def grant(self, user_id: str, token: str) -> Grant:
+        """What ``token`` (a JWT, or fast-im's login token, renewed) grants ``user_id``; AuthenticationFailed if nothing."""
+        if self._verifier is not None and self._verifier.recognizes(token):
+            if not is_valid_id(user_id):
+                raise AuthenticationFailed("invalid userId")
+            return self._verifier.verify(token, user_id)
         if not await self.check(user_id, token):
             raise AuthenticationFailed(f"invalid token for user {user_id}")
-        return float(self._token_ttl)
+        return Grant(user_id, GrantKind.LOGIN, float(self._token_ttl))
+
+    def subject_of(self, token: str) -> str | None:
+        """The user a JWT claims to be (unverified: :meth:`grant` verifies it); None when it is not a JWT."""
+        if self._verifier is None or not self._verifier.recognizes(token):
+            return None
+        return self._verifier.subject(token)
+
+    def refresh(self, grant: Grant, token: str) -> Grant:
+        """A socket opened with a JWT presents a fresh one: what it grants the same user."""
+        if self._verifier is None or grant.kind is not GrantKind.JWT or not self._verifier.recognizes(token):
+            raise AuthenticationFailed("only a socket opened with a JWT takes a new one")
+        return self._verifier.verify(token, grant.user_id)
+
+    async def disconnect(self, user_id: str) -> bool:
+        """The application ends the user's presence: its login token is revoked and every node closes its sockets.
+
+        Whether the user had a login token. JWTs are not revoked: they end at their ``exp``.
+        """
+        revoked = await self._tokens.revoke_all(user_id)
+        if self._broker is not None:
+            await self._broker.notify(UserDisconnected(user_id))
+        return revoked
 
     async def remaining(self, user_id: str, token: str) -> float | None:
         """Seconds ``token`` still lives, or ``None`` when it is no longer the user's token."""

@@ -56,8 +56,9 @@ def _canned_503(msg: str) -> bytes:
     return head.encode() + body
 
 
+ADDRESS_FULL = "too many connections from your address; close some first"
 REFUSED_NODE_FULL = _canned_503("too many connections to this node; try again later")
-REFUSED_ADDRESS_FULL = _canned_503("too many connections from your address; close some first")
+REFUSED_ADDRESS_FULL = _canned_503(ADDRESS_FULL)
 
 
 def client_key(address: Any) -> str:
@@ -76,7 +77,12 @@ def client_key(address: Any) -> str:
 
 
 class Admission:
-    """Counts the open connections of the node and of each client address against the limits (0: none)."""
+    """Counts the open connections of the node and of each client address against the limits (0: none).
+
+    A connection from a trusted proxy is admitted with the key None: it counts
+    for the node only, until a WebSocket through it is assigned to the client
+    the proxy named (:meth:`_Slot.assign`).
+    """
 
     def __init__(self, max_connections: int, max_per_address: int) -> None:
         self.max_connections = max_connections
@@ -84,26 +90,38 @@ class Admission:
         self.open = 0
         self._by_address: dict[str, int] = {}
 
-    def admit(self, key: str) -> bytes | None:
-        """Take a slot for a connection from ``key``; the canned refusal when there is none."""
+    def admit(self, key: str | None) -> bytes | None:
+        """Take a slot for a connection from ``key`` (None: for the node only); the refusal when there is none."""
         if self.max_connections and self.open >= self.max_connections:
             return REFUSED_NODE_FULL
+        if key is not None:
+            refusal = self.charge(key)
+            if refusal is not None:
+                return refusal
+        self.open += 1
+        return None
+
+    def release(self, key: str | None) -> None:
+        self.open -= 1
+        if key is not None:
+            self.uncharge(key)
+
+    def charge(self, key: str) -> bytes | None:
+        """Count one more connection against the address ``key``; the refusal when it has its share."""
         count = self._by_address.get(key, 0)
         if self.max_per_address and count >= self.max_per_address:
             return REFUSED_ADDRESS_FULL
-        self.open += 1
         self._by_address[key] = count + 1
         return None
 
-    def release(self, key: str) -> None:
-        self.open -= 1
+    def uncharge(self, key: str) -> None:
         count = self._by_address[key] - 1
         if count:
             self._by_address[key] = count
         else:
             del self._by_address[key]
 
-    def slot(self, key: str) -> Callable[[], None]:
+    def slot(self, key: str | None) -> _Slot:
         """A callable that gives the slot back; its holder calls it once (the stream, then the transport)."""
         return _Slot(self, key)
 
@@ -113,12 +131,30 @@ class _Slot:
 
     __slots__ = ("admission", "key")
 
-    def __init__(self, admission: Admission, key: str) -> None:
+    def __init__(self, admission: Admission, key: str | None) -> None:
         self.admission = admission
-        self.key = key
+        self.key = key  # the address it counts against; None: none (yet)
 
     def __call__(self) -> None:
-        self.admission.release(self.key)
+        key, self.key = self.key, None
+        self.admission.release(key)
+
+    def assign(self, key: str) -> bytes | None:
+        """Count this connection (a trusted proxy's, so far counted for no address) against the client ``key``.
+
+        Held until the slot is released or :meth:`unassign` is called; the refusal when ``key`` has its share.
+        """
+        assert self.key is None, "a connection counts against one address"
+        refusal = self.admission.charge(key)
+        if refusal is None:
+            self.key = key
+        return refusal
+
+    def unassign(self) -> None:
+        """Undo :meth:`assign` (the upgrade it was for did not happen); nothing once the slot was released."""
+        key, self.key = self.key, None
+        if key is not None:
+            self.admission.uncharge(key)
 
 
 class CountedStream(tornado.iostream.IOStream):
@@ -145,6 +181,12 @@ def detach_slot(stream: tornado.iostream.IOStream) -> Callable[[], None] | None:
     return stream.detach_slot() if isinstance(stream, CountedStream) else None
 
 
+def unassigned_slot(stream: object) -> _Slot | None:
+    """The slot of a trusted proxy's connection that counts against no address yet; None for any other stream."""
+    slot = stream._release_slot if isinstance(stream, CountedStream) else None
+    return slot if isinstance(slot, _Slot) and slot.key is None else None
+
+
 class Acceptor:
     """Accepts on listening sockets for an ``HTTPServer``, within the node's :class:`Admission`."""
 
@@ -153,10 +195,13 @@ class Acceptor:
         server: tornado.httpserver.HTTPServer,
         admission: Admission,
         on_refused: Callable[[str], None] | None = None,
+        trusted_proxy: Callable[[Any], bool] | None = None,
     ) -> None:
         self._server = server
         self.admission = admission
         self._on_refused = on_refused or (lambda reason: None)
+        # A trusted proxy's connections carry many clients: they are counted per client at the upgrade.
+        self._trusted_proxy = trusted_proxy or (lambda address: False)
         self._loop = asyncio.get_running_loop()
         self._sockets: list[socket.socket] = []
         self._paused = False
@@ -202,7 +247,7 @@ class Acceptor:
                 connection.close()
 
     def _admit(self, connection: socket.socket, address: Any) -> None:
-        key = client_key(address)
+        key = None if self._trusted_proxy(address) else client_key(address)
         refusal = self.admission.admit(key)
         if refusal is not None:
             self._refuse(connection, refusal)

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from fastim.domain.errors import (
     AuthenticationFailed,
     DomainError,
+    GroupNotGranted,
     InvalidArgument,
     JoinRefused,
+    LoginsOff,
     MessageNotFound,
     NotAMember,
+    NotReplicated,
+    OutcomeUnknown,
     RecallWindowExpired,
     StorageUnavailable,
     TooManyGroups,
@@ -32,6 +36,7 @@ CODE_FORBIDDEN = 403
 CODE_TOO_MANY_REQUESTS = 429
 CODE_INTERNAL = 500
 CODE_UNAVAILABLE = 503
+CODE_OUTCOME_UNKNOWN = 504
 MSG_LOGIN_REFUSED = "用户名或密码错误"
 
 
@@ -51,6 +56,10 @@ def answer_for(error: DomainError) -> Answer:
         return Answer(200, CODE_FAILED, MSG_LOGIN_REFUSED)
     if isinstance(error, NotAMember):
         return Answer(403, CODE_FORBIDDEN, "not a member of this group; join it first")
+    if isinstance(error, GroupNotGranted):
+        return Answer(403, CODE_FORBIDDEN, "the token does not grant this group")
+    if isinstance(error, LoginsOff):
+        return Answer(403, CODE_FORBIDDEN, "password logins are off on this server")
     if isinstance(error, JoinRefused):
         return Answer(403, CODE_FORBIDDEN, "not allowed to join this group")
     if isinstance(error, TooManyGroups):
@@ -59,6 +68,10 @@ def answer_for(error: DomainError) -> Answer:
         return Answer(429, CODE_TOO_MANY_REQUESTS, str(error))
     if isinstance(error, InvalidArgument):
         return Answer(400, CODE_BAD_REQUEST, str(error))
+    if isinstance(error, NotReplicated):
+        return Answer(504, CODE_OUTCOME_UNKNOWN, "stored and delivered, but no replica confirmed it in time")
+    if isinstance(error, OutcomeUnknown):
+        return Answer(504, CODE_OUTCOME_UNKNOWN, "the storage stopped answering; it may or may not have been stored")
     if isinstance(error, StorageUnavailable):
         return Answer(503, CODE_UNAVAILABLE, "storage unavailable, try again shortly")
     return Answer(500, CODE_INTERNAL, "internal error")

@@ -13,7 +13,11 @@ from prometheus_client.registry import Collector
 # 250 ms at which a live room starts to feel laggy, and beyond for outages.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable", "unknown", "not_accepted")
+REJECT_REASONS = ("empty", "too_large", "binary", "too_fast", "unavailable", "unknown", "not_accepted", "token_refused",
+                  "rejected", "hook_failed")
+# The publish hook's calls by outcome, and its failures by cause (fastim.domain.errors.HookFailed).
+HOOK_OUTCOMES = ("accepted", "replaced", "rejected", "failed")
+HOOK_FAILURE_CAUSES = ("timeout", "unreachable", "status", "answer", "busy", "error")
 
 
 class _Reconnects(Collector):
@@ -90,6 +94,22 @@ class Metrics:
         self.storage_errors = Counter(
             "fastim_storage_errors", "Operations that failed because the storage did not answer", registry=r
         )
+        self.presence_flush_failures = Counter(
+            "fastim_presence_flush_failures",
+            "Presence writes (this node's coalesced changes, its lease renewals) the storage did not take; each is "
+            "tried again", registry=r,
+        )
+        self.hook_calls = Counter(
+            "fastim_hook_calls", "Publish hook calls by outcome (failed: no usable answer)", ["outcome"], registry=r
+        )
+        self.hook_latency = Histogram(
+            "fastim_hook_latency_seconds", "From a publish hook call to its answer (or failure)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.hook_failures = Counter(
+            "fastim_hook_failures", "Chat sends the publish hook did not review, by cause (busy: max_in_flight calls "
+            "already, no call made)", ["cause"], registry=r,
+        )
         node = Gauge("fastim_node", "This node's process id, to tell the workers of one port apart", ["pid"], registry=r)
         node.labels(str(os.getpid())).set(1)
         for kind in ("chat", "list"):
@@ -100,7 +120,24 @@ class Metrics:
             self.refused_connections.labels(limit)
         for kind in ("page", "tail"):
             self.opening_reads.labels(kind)
+        for outcome in HOOK_OUTCOMES:
+            self.hook_calls.labels(outcome)
+        for cause in HOOK_FAILURE_CAUSES:
+            self.hook_failures.labels(cause)
         r.register(_Reconnects(lambda: getattr(broker, "reconnects", 0)))  # the memory broker never reconnects
+        self.broker_healthy = Gauge(
+            "fastim_broker_healthy", "1 while events published anywhere reach this node, else 0", registry=r
+        )
+        self.broker_healthy.set_function(lambda: 1.0 if getattr(broker, "healthy", True) else 0.0)
+        # Set by the Hub, which knows its groups: read at scrape time, nothing on the message path.
+        self.groups = Gauge("fastim_groups", "Groups this node follows (at least one local socket in them)", registry=r)
+
+    def hook_called(self, outcome: str, seconds: float) -> None:
+        self.hook_calls.labels(outcome).inc()
+        self.hook_latency.observe(seconds)
+
+    def hook_failed(self, cause: str) -> None:
+        self.hook_failures.labels(cause).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,6 +29,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from fastim.domain.model import Message
 from fastim.infrastructure.clock import SystemClock
+from fastim.infrastructure.sql import schema
 from fastim.infrastructure.sql.engine import make_engine, migrate
 from fastim.infrastructure.sql.repositories import SqlMessageRepository
 from tests.interfaces.http_client import Api
@@ -40,7 +41,7 @@ FAST = {"FASTIM_IM_RATE_LIMIT": "10000", "FASTIM_IM_RATE_BURST": "10000"}
 MIGRATION_LOG = "migrating the database schema to version"
 EXIT_TIMEOUT_S = 30.0
 SQL_TABLES = {"fastim_schema", "fastim_streams", "fastim_messages", "fastim_recalls", "fastim_memberships",
-              "fastim_tokens"}
+              "fastim_tokens", "fastim_presence", "fastim_presence_nodes"}
 
 
 @pytest.fixture
@@ -547,7 +548,7 @@ async def test_postgres_two_nodes_starting_together_on_a_fresh_database_both_ser
         start_nodes(pair)
         assert [http_status(f"{node.base_url}/readyz") for node in pair] == [200, 200]
         versions, tables = await schema_state(url)
-        assert versions == [1] and tables == SQL_TABLES
+        assert versions == [schema.LATEST] and tables == SQL_TABLES
         migrated = [node.name for node in pair if MIGRATION_LOG in node.stderr]
         assert len(migrated) == 1, [node.stderr_tail for node in pair]
 
@@ -564,7 +565,7 @@ async def test_postgres_two_nodes_starting_together_on_a_fresh_database_both_ser
     later.start().wait_until_serving()
     assert http_status(f"{later.base_url}/readyz") == 200
     assert MIGRATION_LOG not in later.stderr
-    assert await schema_state(url) == ([1], SQL_TABLES)
+    assert await schema_state(url) == ([schema.LATEST], SQL_TABLES)
     assert later.stop() == 0
 
 

@@ -44,8 +44,9 @@ async def test_on_open_each_joined_group_comes_with_its_newest_message_and_total
         "groupId": "1",
         "newMessage": {"groupId": "1", "userId": "y", "info": "second", "ts": newest.ts, "id": newest.id, "seq": 2},
         "total": 2,
+        "online": 0,
     }
-    assert entries["2"] == {"groupId": "2", "newMessage": None, "total": 0}
+    assert entries["2"] == {"groupId": "2", "newMessage": None, "total": 0, "online": 0}
 
 
 @pytest.mark.gen_test
@@ -99,7 +100,7 @@ async def test_a_recall_is_a_change(container, api, base_url, clock):
     assert by_group(await client.json())["1"]["total"] == 1
     await container.messages().recall("1", "u", ts=sent.ts)
     entries = by_group(await client.json(timeout=RATE + 1))
-    assert entries["1"] == {"groupId": "1", "newMessage": None, "total": 0}
+    assert entries["1"] == {"groupId": "1", "newMessage": None, "total": 0, "online": 0}
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -109,7 +110,7 @@ async def test_a_group_joined_later_is_included_within_a_few_seconds(container, 
     await api.login("u")
     await api.post("/user/joinGroup", {"groupId": "7"}, user="u")
     entries = by_group(await client.json(timeout=5))
-    assert entries == {"7": {"groupId": "7", "newMessage": None, "total": 0}}
+    assert entries == {"7": {"groupId": "7", "newMessage": None, "total": 0, "online": 0}}
     await container.messages().post("7", "x", "hello 7")  # and it is now watched
     assert by_group(await client.json(timeout=RATE + 1))["7"]["total"] == 1
 

@@ -152,7 +152,7 @@ async def test_login_and_logout_tell_every_node_and_logout_ends_the_token():
 async def test_the_socket_rule_says_how_long_the_token_lives():
     sessions = make_sessions(ManualClock())
     token = await sessions.login("1", "pw")
-    assert await sessions.authorize_socket("1", token) == 60
+    assert (await sessions.authorize_socket("1", token)).lives_s == 60
     assert not await sessions.check("1\n", token)
     assert not await sessions.check("1", "x" * 129)
 

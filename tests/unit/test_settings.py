@@ -26,6 +26,7 @@ DEFAULTS = {
         "header_timeout": 10.0,
         "body_timeout": 30.0,
         "max_body_bytes": 65536,
+        "trusted_proxies": (),
     },
     "storage": {
         "backend": "memory",

@@ -174,8 +174,10 @@ class MemoryMessageRepository:
         if parsed is None:
             return None
         index = find_by_seq(items, parsed[1])
-        if index is None or items[index].id != target.id or items[index].user_id != target.user_id:
+        if index is None or items[index].id != target.id:
             return None
+        if target.user_id is not None and items[index].user_id != target.user_id:
+            return None  # None: a moderator's recall, of anyone's message
         return index
 
     async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:
@@ -259,6 +261,12 @@ class MemoryTokenRepository:
 
     async def revoke(self, user_id: str, token: str) -> bool:
         if self._tokens.get(user_id) != token:
+            return False
+        self._tokens.delete(user_id)
+        return True
+
+    async def revoke_all(self, user_id: str) -> bool:
+        if self._tokens.get(user_id) is None:
             return False
         self._tokens.delete(user_id)
         return True

@@ -23,6 +23,12 @@ CHANNEL_PREFIX = "mq:"
 NOTICES_CHANNEL = "fastim:notices"
 STREAM_PREFIX = "fastim:stream:"
 RECALLS_PREFIX = "fastim:recalls:"
+# Presence: a group's live nodes (a sorted set: node id -> lease deadline), each node's users there
+# (a hash: user id -> open sockets) and the group's count of distinct users online. The node id
+# comes before the group id, so that no group id can make one group's key another's.
+PRESENCE_PREFIX = "fastim:presence:"
+PRESENCE_NODE_PREFIX = "fastim:presence-node:"
+ONLINE_PREFIX = "fastim:online:"
 # A group id that starts with "}" would close the hash tag at once ("{}" is no tag: Redis would
 # hash the whole name, and the group's keys would land in different slots). Such ids get this
 # in front inside the tag; no id contains "/" (fastim.domain.ids), so no other group's tag can
@@ -65,6 +71,27 @@ class Layout:
     def recalls(self, group_id: str) -> str:
         """The list of the group's newest recall events, oldest first."""
         return RECALLS_PREFIX + self._group(group_id)
+
+    def presence(self, group_id: str) -> str:
+        """The sorted set of the nodes with users online in the group, scored by their lease deadline (ms)."""
+        return PRESENCE_PREFIX + self._group(group_id)
+
+    def presence_node(self, group_id: str, node_id: str) -> str:
+        """The hash of one node's users online in the group and their open sockets there."""
+        return self.presence_node_prefix + node_id + self.presence_node_suffix(group_id)
+
+    @property
+    def presence_node_prefix(self) -> str:
+        """What comes before the node id in :meth:`presence_node`."""
+        return PRESENCE_NODE_PREFIX
+
+    def presence_node_suffix(self, group_id: str) -> str:
+        """What follows the node id in :meth:`presence_node` (scripts build other nodes' keys from it)."""
+        return ":" + self._group(group_id)
+
+    def online(self, group_id: str) -> str:
+        """The number of distinct users online in the group."""
+        return ONLINE_PREFIX + self._group(group_id)
 
     def channel(self, group_id: str) -> str:
         """The pub/sub channel carrying the group's events."""

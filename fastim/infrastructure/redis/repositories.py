@@ -188,12 +188,14 @@ class RedisMessageRepository:
     async def remove(self, target: RecallTarget, window: int, ttl_seconds: int, keep_recalls: int) -> Recall | None:
         group_id = target.group_id
         key = self._keys.messages(group_id)
-        prefix = encode_event(Recall(group_id, target.user_id, 0))  # {"event":"recall",...,"ts":0}
-        prefix = prefix[: prefix.rindex(',"ts":')]  # the script adds ts, id, seq and epoch
+        prefix = encode_event(Recall(group_id, "-", 0))  # {"event":"recall","groupId":...,"userId":"-","ts":0}
+        prefix = prefix[: prefix.rindex(',"userId":')]  # the script adds the author, ts, id, seq and epoch
         by, value = ("id", target.id) if target.id is not None else ("ts", str(target.ts))
+        if target.user_id is None and by != "id":
+            raise ValueError("a recall of anyone's message names it by id")
         with storage_errors(f"recall a message of {key}"):
             server = await self._batcher.server(key)
-            args = [by, target.user_id, value, max(window, 1), target.not_before_ms, ttl_seconds,
+            args = [by, target.user_id or "", value, max(window, 1), target.not_before_ms, ttl_seconds,
                     max(keep_recalls, 1), new_epoch(), self._keys.channel(group_id), prefix, *self._publishing(server)]
             names = [key, self._keys.stream(group_id), self._keys.recalls(group_id)]
             reply = await self._batcher.run(_REMOVE, names, args)
@@ -209,7 +211,7 @@ class RedisMessageRepository:
             event = decode_event(reply[2])
         except InvalidPayload as exc:  # the script writes it: a message of a shape the codec refuses
             logger.warning("recalled a message of %s whose recall event does not decode: %s", key, exc)
-            return Recall(group_id, target.user_id, target.ts or 0, id=target.id)
+            return Recall(group_id, target.user_id or "", target.ts or 0, id=target.id)
         return event if isinstance(event, Recall) else None
 
     async def summaries(self, group_ids: Iterable[str]) -> list[GroupSummary]:
@@ -298,6 +300,11 @@ class RedisTokenRepository:
         key = self._keys.token(user_id)
         with storage_errors(f"delete the token {key}"):
             return int(await self._batcher.run(_REVOKE_TOKEN, [key], [token])) == 1
+
+    async def revoke_all(self, user_id: str) -> bool:
+        key = self._keys.token(user_id)
+        with storage_errors(f"delete the token {key}"):
+            return int(await self._batcher.execute("DEL", key)) == 1
 
 
 class RedisStorage:

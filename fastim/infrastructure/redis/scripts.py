@@ -212,7 +212,7 @@ local function find_by_id(key, stream, user_id, id)
       high = middle - 1
     else
       local ok, obj = pcall(cjson.decode, item)
-      if ok and type(obj) == 'table' and obj.id == id and tostring(obj.userId) == user_id then
+      if ok and type(obj) == 'table' and obj.id == id and (user_id == '' or tostring(obj.userId) == user_id) then
         return middle, item
       end
       return nil
@@ -246,7 +246,7 @@ else
 end
 local ttl = tonumber(ARGV[6])
 local seq, epoch = next_seq(KEYS[2], ARGV[8], ttl, ARGV[12])
-local event = ARGV[10] .. ',"ts":' .. string.format('%d', obj.ts)
+local event = ARGV[10] .. ',"userId":' .. cjson.encode(tostring(obj.userId)) .. ',"ts":' .. string.format('%d', obj.ts)
 if type(obj.id) == 'string' then
   event = event .. ',"id":' .. cjson.encode(obj.id)
 end

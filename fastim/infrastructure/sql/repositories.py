@@ -245,8 +245,9 @@ class SqlMessageRepository:
         stream = await self._stream(connection, target.group_id, now, lock=True)
         if stream is None:
             return None
-        query = select(*_MESSAGE_COLUMNS).where(messages.c.group_id == target.group_id,
-                                               messages.c.user_id == target.user_id)
+        query = select(*_MESSAGE_COLUMNS).where(messages.c.group_id == target.group_id)
+        if target.user_id is not None:  # None: a moderator's recall, of anyone's message
+            query = query.where(messages.c.user_id == target.user_id)
         if target.id is not None:
             parsed = parse_message_id(target.id)
             if parsed is None or parsed[0] != stream.epoch:
@@ -537,6 +538,12 @@ class SqlTokenRepository:
         with sql_errors("delete a token"):
             async with self._engine.begin() as connection:
                 result = await connection.execute(delete(tokens).where(self._valid(user_id, token)))
+        return bool(result.rowcount)
+
+    async def revoke_all(self, user_id: str) -> bool:
+        with sql_errors("delete a token"):
+            async with self._engine.begin() as connection:
+                result = await connection.execute(delete(tokens).where(tokens.c.user_id == user_id))
         return bool(result.rowcount)
 
 

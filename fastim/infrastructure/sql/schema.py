@@ -14,6 +14,9 @@ means "never".
 - ``fastim_recalls``: the newest recall events of each group (for resumes).
 - ``fastim_memberships``: the groups of each user.
 - ``fastim_tokens``: one login token per user, with its expiry.
+- ``fastim_presence``: each node's users online in each group, with their open sockets there.
+- ``fastim_presence_nodes``: each node's lease in each group where it has users; its rows count
+  while the lease lives. (group_id, user_id) serves "is this user online elsewhere".
 """
 
 from __future__ import annotations
@@ -77,9 +80,29 @@ tokens = Table(
     Index("fastim_tokens_expiry", "expires_at"),
 )
 
+presence = Table(
+    "fastim_presence", metadata,
+    Column("group_id", String(128), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("sockets", Integer, nullable=False),
+    PrimaryKeyConstraint("group_id", "node_id", "user_id", name="fastim_presence_pk"),
+    Index("fastim_presence_by_user", "group_id", "user_id"),
+)
+
+presence_nodes = Table(
+    "fastim_presence_nodes", metadata,
+    Column("group_id", String(128), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("group_id", "node_id", name="fastim_presence_nodes_pk"),
+    Index("fastim_presence_nodes_expiry", "expires_at"),
+)
+
 # Version -> the tables that step creates. Later steps add to this list (an ALTER is a step too);
 # a step never changes once released.
 MIGRATIONS: list[tuple[int, str, list[Table]]] = [
     (1, "streams, messages, recall events, memberships, tokens", [streams, messages, recalls, memberships, tokens]),
+    (2, "presence: each node's users online per group, and its lease there", [presence, presence_nodes]),
 ]
 LATEST = MIGRATIONS[-1][0]

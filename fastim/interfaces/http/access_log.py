@@ -36,7 +36,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400:
         log = access_log.info
-    elif status < 500:
+    elif status < 500 or getattr(handler, "refused_client", False):  # a client over its limit is no fault of ours
         log = access_log.warning
     else:
         log = access_log.error

@@ -11,7 +11,14 @@ from typing import Any
 import tornado.web
 from marshmallow import Schema, ValidationError
 
-from fastim.domain.errors import DomainError, StorageUnavailable, TooManyRequests
+from fastim.domain.errors import (
+    AuthenticationFailed,
+    DomainError,
+    GroupNotGranted,
+    StorageUnavailable,
+    TooManyRequests,
+)
+from fastim.domain.model import Grant
 from fastim.interfaces.errors import (
     CODE_BAD_REQUEST,
     CODE_INTERNAL,
@@ -88,11 +95,13 @@ class ApiHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         if self.request.method == "OPTIONS":
             return
-        admitted = await self.http.gate.admits(
-            self.request.path, self.request.headers.get("userId"), self.request.headers.get("token")
-        )
-        if not admitted:
-            raise LoginRequired()
+        headers = self.request.headers
+        try:
+            self.grant = await self.http.gate.admit(
+                self.request.path, headers.get("userId"), headers.get("token"), headers.get("Authorization")
+            )
+        except AuthenticationFailed:
+            raise LoginRequired() from None
 
     def check_xsrf_cookie(self) -> None:
         """No XSRF check, even when a host application embedding fastim sets ``xsrf_cookies``.
@@ -101,13 +110,19 @@ class ApiHandler(tornado.web.RequestHandler):
         cross-site form cannot send, and never by cookies.
         """
 
+    grant: Grant | None = None  # what the request's credentials allow, once prepare() admitted it
+
     @property
     def caller(self) -> str:
-        """The user the gate admitted (header ``userId``)."""
-        user_id = self.request.headers.get("userId")
-        if not user_id:
+        """The user the gate admitted (header ``userId``, or a bearer JWT's ``sub``)."""
+        if self.grant is None:
             raise LoginRequired()
-        return user_id
+        return self.grant.user_id
+
+    def require_granted(self, group_id: str) -> None:
+        """A JWT's ``groups`` claim limits the groups its holder reads and writes."""
+        if self.grant is not None and not self.grant.allows(group_id):
+            raise GroupNotGranted(f"the token does not grant group {group_id}")
 
     def options(self, *args: Any) -> None:
         """CORS preflight: the headers are already set by set_default_headers."""

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fastim.domain.errors import AuthenticationFailed
+from fastim.domain.model import Grant
 from fastim.domain.sessions import Sessions
 
+BEARER = "bearer "
+
+
 class AuthGate:
-    """Every path outside ``open_paths`` needs headers ``userId`` and ``token`` of a live login."""
+    """Every path outside ``open_paths`` needs headers ``userId`` and ``token`` of a live login.
+
+    With JWTs configured, ``Authorization: Bearer <jwt>`` does instead: the caller is
+    the JWT's ``sub`` (a ``userId`` header, if sent too, must be the same user).
+    """
 
     def __init__(self, sessions: Sessions, open_paths: Iterable[str]) -> None:
         self._sessions = sessions
@@ -20,16 +29,25 @@ class AuthGate:
     def is_open(self, path: str) -> bool:
         return path in self._open_paths
 
-    async def admits(self, path: str, user_id: str | None, token: str | None) -> bool:
+    async def admit(
+        self, path: str, user_id: str | None, token: str | None, authorization: str | None = None
+    ) -> Grant | None:
+        """What the request's credentials grant; None on an open path. Raises AuthenticationFailed."""
         if self.is_open(path):
-            return True
-        return await self._sessions.check(user_id or "", token or "")
+            return None
+        if authorization and authorization[: len(BEARER)].lower() == BEARER:
+            jwt = authorization[len(BEARER):].strip()
+            claimed = self._sessions.subject_of(jwt)
+            if claimed is None or (user_id and user_id != claimed):
+                raise AuthenticationFailed("the bearer token names another user")
+            return await self._sessions.grant(claimed, jwt)
+        return await self._sessions.grant(user_id or "", token or "")
 
 
 class CorsPolicy:
     """fast-im's ``@CrossOrigin``, with the allowed origins a setting (``*`` = any)."""
 
-    ALLOWED_HEADERS = "userId, token, Content-Type, X-Request-Id"
+    ALLOWED_HEADERS = "userId, token, Authorization, Content-Type, X-Request-Id"
     ALLOWED_METHODS = "POST, GET, OPTIONS"
     MAX_AGE_S = "600"  # browsers re-check the preflight every ten minutes
 

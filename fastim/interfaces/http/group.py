@@ -34,6 +34,7 @@ class MessagesHandler(ApiHandler):
 
     async def history(self) -> None:
         form = self.form(ListOldMessageForm)
+        self.require_granted(form["groupId"])
         await self.groups.require_access(self.caller, form["groupId"])
         self.answer(await self.messages.before(form["groupId"], form["userId"], form["ts"], form["count"]))
 
@@ -54,6 +55,7 @@ class ListMessageHandler(MessagesHandler):
             await self.history()
             return
         form = self.form(RangeForm)
+        self.require_granted(form["groupId"])
         await self.groups.require_access(self.caller, form["groupId"])
         self.answer(await self.messages.range(form["groupId"], form["startPage"], form["endPage"]))
 
@@ -78,6 +80,7 @@ class DelMessageHandler(ApiHandler):
 
     async def post(self) -> None:
         form = self.form(DelMessageForm)
+        self.require_granted(form["groupId"])
         if "id" in form:
             await self.messages.recall(form["groupId"], self.caller, message_id=form["id"])
         else:

@@ -30,7 +30,51 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+SECURITY_SCHEMES = {
+    "apikey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "the server API's key, sent as `Authorization: apikey <key>` ([api] key)",
+    },
+    "bearerJwt": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "a JWT the application minted ([auth] jwt_secret or jwt_public_key_file); "
+                       "instead of the userId and token headers",
+    },
+}
+
+
+def _server_api_operation(path: str, handler: type[ApiHandler]) -> tuple[str, dict[str, Any]]:
+    """An ``/api/*`` operation: API key security, a JSON body or a path parameter."""
+    doc = (handler.__doc__ or path).strip().splitlines()[0]
+    operation: dict[str, Any] = {
+        "summary": doc,
+        "tags": ["server API"],
+        "security": [{"apikey": []}],
+        "responses": {
+            "200": _json(handler.envelope, "the envelope; `code` 200 on success, 100 when the message is not found"),
+            "400": _json(ErrorEnvelope, "a missing or malformed field; `msg` names it"),
+            "401": _json(ErrorEnvelope, "no API key, or a wrong one"),
+            "503": _json(ErrorEnvelope, "the storage is unavailable; try again"),
+            "504": _json(ErrorEnvelope, "the storage stopped answering: the outcome is unknown"),
+        },
+    }
+    body = getattr(handler, "body_schema", None)
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if "{groupId}" in path:
+        operation["parameters"] = [
+            {"in": "path", "name": "groupId", "required": True, "schema": {"type": "string"}, "example": "g1"}
+        ]
+    return handler.http_method, operation
+
+
 def _operation(path: str, handler: type[ApiHandler], gate: AuthGate) -> tuple[str, dict[str, Any]]:
+    if getattr(handler, "security", None) == "apikey":
+        return _server_api_operation(path, handler)
     method = handler.http_method
     doc = (handler.__doc__ or path).strip().splitlines()[0]
     responses: dict[str, Any] = {
@@ -43,6 +87,8 @@ def _operation(path: str, handler: type[ApiHandler], gate: AuthGate) -> tuple[st
     operation: dict[str, Any] = {"summary": doc, "responses": responses}
     if not gate.is_open(path):
         operation["parameters"] = AUTH_HEADERS
+        # userId + token headers, or (with JWTs configured) a bearer JWT instead
+        operation["security"] = [{}, {"bearerJwt": []}]
     form = handler.form_schema
     if form is not None:
         operation["requestBody"] = {
@@ -62,6 +108,8 @@ def build_document(routes: list[tuple[str, type]], gate: AuthGate) -> dict[str, 
         info={"description": "Group-chat HTTP API, wire-compatible with fast-im."},
     )
     spec.components.schema("Envelope", schema=Envelope)
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
     for path, handler in routes:
         if isinstance(handler, type) and issubclass(handler, ApiHandler):
             method, operation = _operation(path, handler, gate)

@@ -58,6 +58,7 @@ class JoinGroupHandler(ApiHandler):
 
     async def post(self) -> None:
         form = self.form(JoinGroupForm)
+        self.require_granted(form["groupId"])
         await self.groups.join(self.caller, form["groupId"])
         self.ok()
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from dataclasses import dataclass
 
 from fastim.domain.errors import AuthenticationFailed
 from fastim.domain.ids import is_valid_id
+from fastim.domain.model import Grant, GrantKind
 from fastim.domain.sessions import Sessions
 from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.connections import Connections
+from fastim.interfaces.ws.disconnects import Disconnects
 from fastim.interfaces.ws.frames import (
     CLOSE_BAD_PATH,
     CLOSE_LOGIN_REQUIRED,
+    CLOSE_NOT_A_MEMBER,
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN_LATER,
+    ERROR_TOKEN_REFUSED,
     ERROR_UNAVAILABLE,
     LOGIN_REQUIRED_FRAME,
     error_frame,
+    refreshed_frame,
     text_frame,
 )
 from fastim.interfaces.ws.session_watch import SessionWatch
@@ -34,6 +41,10 @@ class SocketContext:
     connections: Connections
     metrics: Metrics
     session_watch: SessionWatch
+    disconnects: Disconnects
+
+
+REFRESH_PREFIX = '{"refresh"'  # a text frame {"refresh":"<jwt>"} on a socket opened with a JWT
 
 
 class Socket:
@@ -43,7 +54,7 @@ class Socket:
     costs in memory is what the node's capacity is.
     """
 
-    __slots__ = ("context", "transport", "write_frames", "closed", "login")
+    __slots__ = ("context", "transport", "write_frames", "closed", "login", "grant", "expiry")
     kind = "socket"  # "chat" or "list": the label of the open-sockets gauge
 
     def __init__(self, context: SocketContext, transport: Transport) -> None:
@@ -53,6 +64,8 @@ class Socket:
         self.write_frames = transport.write
         self.closed = False
         self.login: tuple[str, str] | None = None  # (userId, token) checked at open, under login_auth
+        self.grant: Grant | None = None  # what the token checked at open allows
+        self.expiry: asyncio.TimerHandle | None = None  # a JWT socket's end, unless refreshed
         context.connections.add(self.kind, self)
         transport.start(self)
 
@@ -70,6 +83,9 @@ class Socket:
         self.context.connections.discard(self.kind, self)
         if self.login is not None:
             self.context.session_watch.discard(self, *self.login)
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
 
     # -- what we do ----------------------------------------------------------------------
 
@@ -94,21 +110,74 @@ class Socket:
         return True
 
     async def admitted(self, user_id: str, token: str) -> bool:
-        """fast-im's rule: with login_auth a bad token gets the text 440, then the socket closes."""
+        """fast-im's rule: with login_auth a bad token gets the text 440, then the socket closes.
+
+        A socket opened with a login token lives as long as the token (SessionWatch); one opened
+        with a JWT until the JWT's exp, unless the client sends a fresh one. Either way the
+        application can close it (``/api/disconnect``).
+        """
         try:
-            lives_s = await self.context.sessions.authorize_socket(user_id, token)
+            grant = await self.context.sessions.authorize_socket(user_id, token)
         except AuthenticationFailed:
             self.send(LOGIN_REQUIRED_FRAME)
             self.close(CLOSE_LOGIN_REQUIRED, "login required")
             return False
-        if lives_s is not None and not self.closed:
+        if self.closed:
+            return True  # the caller sees it closed
+        self.grant = grant
+        await self.context.disconnects.follow(self, user_id)
+        if grant is None or self.closed:
+            return True
+        if grant.kind is GrantKind.JWT:
+            self.expire_in(grant.lives_s)
+        else:
             self.login = (user_id, token)  # before the await, so on_closed can undo it
-            await self.context.session_watch.add(self, user_id, token, lives_s)
+            await self.context.session_watch.add(self, user_id, token, grant.lives_s)
         return True
+
+    def expire_in(self, seconds: float) -> None:
+        """End this socket's login in ``seconds`` (its JWT's exp), unless refreshed before."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.expiry = asyncio.get_running_loop().call_later(seconds, self.end_login)
+
+    def is_refresh(self, text: str) -> bool:
+        """Whether a text frame is a JWT refresh (only on a socket opened with a JWT)."""
+        return self.grant is not None and self.grant.kind is GrantKind.JWT and text.startswith(REFRESH_PREFIX)
+
+    def refresh(self, text: str) -> None:
+        """Take ``{"refresh":"<jwt>"}``: a fresh JWT of the same user moves the socket's end to its exp.
+
+        A refused one gets an error frame and changes nothing: the socket still ends at the old exp.
+        """
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or len(data) != 1 or not isinstance(data.get("refresh"), str):
+            self.refuse("token_refused", ERROR_TOKEN_REFUSED, 'a refresh is {"refresh":"<jwt>"}')
+            return
+        try:
+            grant = self.context.sessions.refresh(self.grant, data["refresh"])
+        except AuthenticationFailed as exc:
+            self.refuse("token_refused", ERROR_TOKEN_REFUSED, f"token refused: {exc}"[:200])
+            return
+        group_id = self.granted_group()
+        if group_id is not None and not grant.allows(group_id):
+            self.close(CLOSE_NOT_A_MEMBER, "the new token does not grant this group")
+            return
+        self.grant = grant
+        self.expire_in(grant.lives_s)
+        self.send(refreshed_frame(grant.expires_at))
+
+    def granted_group(self) -> str | None:
+        """The group this socket's token must grant (a chat socket's), or None."""
+        return None
 
     def end_login(self) -> None:
         """The token this socket was opened with ended (logout, a new login, expiry): 440, then close 4440."""
         self.login = None
+        self.expiry = None
         self.context.metrics.sessions_ended.inc()
         self.send(LOGIN_REQUIRED_FRAME)
         self.close(CLOSE_LOGIN_REQUIRED, "login ended; log in again")

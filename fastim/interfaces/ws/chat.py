@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from fastim.domain.errors import (
+    HookFailed,
     JoinRefused,
+    MessageRejected,
     NotAMember,
     NotReplicated,
     OutcomeUnknown,
@@ -18,7 +20,9 @@ from fastim.domain.errors import (
 )
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, epoch_of
+from fastim.domain.model import Event, PresenceChanged, epoch_of
+from fastim.domain.presence import Presence
+from fastim.domain.review import Review
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
@@ -62,12 +66,15 @@ class ChatServices:
     groups: Groups
     limits: ChatLimits
     recovery: Recovery
+    review: Review | None = None  # the publish hook's; None without one, and a send pays nothing for it
+    presence: Presence | None = None  # None: sockets are not counted online (a node built without it)
 
 
 class ChatSocket(Socket):
     """Sends the newest messages on open, then every event of the group; each text frame is a message."""
 
-    __slots__ = ("chat", "group_id", "user_id", "joined", "opened", "waiting", "early", "floor", "bucket")
+    __slots__ = ("chat", "group_id", "user_id", "joined", "opened", "waiting", "early", "floor", "bucket", "ack",
+                 "present")
     kind = "chat"
 
     def __init__(self, context: SocketContext, chat: ChatServices, transport: Transport) -> None:
@@ -82,6 +89,8 @@ class ChatSocket(Socket):
         # (epoch, seq) the opening frame covered: events up to it are not sent again.
         self.floor: tuple[str, int] | None = None
         self.bucket = TokenBucket(chat.limits.rate_limit, chat.limits.rate_burst)
+        self.ack = False  # ?ack=1: every text frame is answered in order, a stored one with an ack frame
+        self.present = False  # counted online in its group (presence.enter); on_closed undoes it
         super().__init__(context, transport)
 
     async def open(self, group_id: str, user_id: str, token: str, *, query: Mapping[str, str] | None = None) -> None:
@@ -102,16 +111,21 @@ class ChatSocket(Socket):
             self.close(frames.CLOSE_BAD_PATH, "since must be a seq (0 or more) and epoch an epoch")
             return
         since, epoch = resume
+        self.ack = query.get("ack") == "1"
         self.group_id, self.user_id = group_id, user_id
         hub = self.chat.hub
         try:
             if not await self.admitted(user_id, token):
+                return
+            if self.grant is not None and not self.grant.allows(group_id):
+                self.close(frames.CLOSE_NOT_A_MEMBER, "the token does not grant this group")
                 return
             await self.chat.groups.enter(user_id, group_id)
             if self.closed:
                 return  # the client left while we checked
             self.joined = True  # before the await: join() registers us at once, on_closed must undo it
             await hub.join(group_id, self)
+            self.enter_presence()
             opening = await self.chat.recovery.opening(group_id, since, epoch)
         except NotAMember:
             self.close(frames.CLOSE_NOT_A_MEMBER, "not a member of this group")
@@ -143,8 +157,8 @@ class ChatSocket(Socket):
 
     def wanted(self, event: Event) -> bool:
         """An event the client still needs after its opening frame: past it, or of a restarted stream."""
-        if event.seq is None:
-            return True  # stored by fast-im's nodes: no seq to compare
+        if isinstance(event, PresenceChanged) or event.seq is None:
+            return True  # presence is not in the stream; fast-im's nodes store no seq to compare
         floor_epoch, floor_seq = self.floor
         epoch = epoch_of(event)
         return event.seq > floor_seq or (epoch is not None and epoch != floor_epoch)
@@ -163,7 +177,8 @@ class ChatSocket(Socket):
             data = b"".join(frame for event, frame in zip(batch.events, batch.frames) if self.wanted(event))
             if data:
                 self.write_frames(data)
-            if any(event.seq is not None and self.newer(epoch_of(event), event.seq) for event in batch.events):
+            if any(not isinstance(event, PresenceChanged) and event.seq is not None
+                   and self.newer(epoch_of(event), event.seq) for event in batch.events):
                 self.chat.hub.go_live(group_id, self)
         elif len(self.early) + len(batch.events) <= MAX_EARLY_EVENTS:
             self.early.extend(zip(batch.events, batch.frames))
@@ -193,7 +208,13 @@ class ChatSocket(Socket):
         if not self.bucket.take():
             self.refuse("too_fast", frames.ERROR_TOO_FAST, f"more than {limits.rate_limit:g} messages a second; slow down")
             return None
+        if self.grant is not None and self.is_refresh(text):
+            self.refresh(text)
+            return None
         return self.post(text)
+
+    def granted_group(self) -> str | None:
+        return self.group_id
 
     def on_binary(self, data: bytes) -> None:
         self.refuse("binary", frames.ERROR_BINARY, "binary frames are not accepted; send text")
@@ -208,9 +229,20 @@ class ChatSocket(Socket):
             await pending
 
     async def post(self, text: str) -> None:
-        """Store the message; its echo is the answer that it was sent, an error frame that it was not."""
+        """Have it reviewed, store it; its echo is the answer that it was sent, an error frame that it was not."""
+        review = self.chat.review
+        if review is not None:
+            try:
+                text = await review.text(self.group_id, self.user_id, text)
+            except MessageRejected as refusal:
+                self.refuse("rejected", frames.ERROR_REJECTED, refusal.reason)
+                return
+            except HookFailed:
+                self.refuse("hook_failed", frames.ERROR_UNAVAILABLE,
+                            "the application could not review the message; it was not sent")
+                return
         try:
-            await self.chat.messages.post(self.group_id, self.user_id, text)
+            message = await self.chat.messages.post(self.group_id, self.user_id, text)
         except NotReplicated:
             self.context.metrics.storage_errors.inc()
             self.refuse("not_replicated", frames.ERROR_OUTCOME_UNKNOWN,
@@ -227,9 +259,20 @@ class ChatSocket(Socket):
             self.refuse("unavailable", frames.ERROR_UNAVAILABLE, "storage unavailable; the message was not sent")
             return
         self.context.metrics.messages_received.inc()
+        if self.ack:
+            self.send(frames.ack_frame(message))
+
+    def enter_presence(self) -> None:
+        """Count this socket online in its group, once it is in the room (unless it closed meanwhile)."""
+        if self.chat.presence is not None and not self.closed and not self.present:
+            self.present = True
+            self.chat.presence.enter(self.group_id, self.user_id)
 
     def on_closed(self) -> None:
         super().on_closed()
+        if self.present:
+            self.present = False
+            self.chat.presence.exit(self.group_id, self.user_id)
         if self.joined:
             self.joined = False
             self.chat.hub.leave(self.group_id, self)

@@ -15,6 +15,7 @@ class Connections:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._sockets: dict[str, set[Closable]] = {"chat": set(), "list": set()}
+        self._by_user: dict[str, set[Closable]] = {}  # sockets whose user was admitted, by userId
 
     def add(self, kind: str, socket: Closable) -> None:
         sockets = self._sockets[kind]
@@ -27,6 +28,26 @@ class Connections:
         if socket in sockets:
             sockets.discard(socket)
             self._metrics.open_sockets.labels(kind).dec()
+        user_id = getattr(socket, "user_id", None)
+        mine = self._by_user.get(user_id) if user_id is not None else None
+        if mine is not None:
+            mine.discard(socket)
+            if not mine:
+                del self._by_user[user_id]
+
+    def identify(self, socket: Closable, user_id: str) -> None:
+        """Index an open socket under its user (its ``user_id`` attribute must say the same)."""
+        self._by_user.setdefault(user_id, set()).add(socket)
+
+    def of_user(self, user_id: str) -> list[Closable]:
+        return list(self._by_user.get(user_id, ()))
+
+    def close_user(self, user_id: str, code: int, reason: str) -> int:
+        """Close every socket of the user on this node; how many."""
+        closing = self.of_user(user_id)
+        for socket in closing:
+            socket.close(code, reason)
+        return len(closing)
 
     def snapshot(self) -> list[Closable]:
         """Every open socket, as a list that stays the same while sockets come and go."""

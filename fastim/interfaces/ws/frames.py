@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastim.domain.codec import event_object, message_object
-from fastim.domain.model import GroupSummary
+from fastim.domain.model import PRESENCE_LISTED_MAX, GroupSummary, Message, PresenceChanged
 
 if TYPE_CHECKING:
     from fastim.interfaces.ws.recovery import Opening
@@ -32,6 +33,8 @@ MAX_CLOSE_REASON_BYTES = 123
 
 # Error frame codes, the same numbers as the HTTP envelope where one exists.
 ERROR_EMPTY = 400
+ERROR_TOKEN_REFUSED = 401  # a JWT refresh that was refused; the socket keeps its old token
+ERROR_REJECTED = 403  # the application's publish hook refused the message; msg is its reason
 ERROR_NOT_ACCEPTED = 405  # a frame sent on the group-list socket, which only pushes
 ERROR_TOO_LARGE = 413
 ERROR_BINARY = 415
@@ -46,6 +49,17 @@ def _dumps(data: Any) -> str:
 
 def error_frame(code: int, msg: str) -> str:
     return _dumps({"code": code, "msg": msg})
+
+
+def ack_frame(message: Message) -> str:
+    """With ``?ack=1``: the answer to a stored send, ``{"event":"ack","id","seq","ts"}``, in the order sent."""
+    return _dumps({"event": "ack", "id": message.id, "seq": message.seq, "ts": message.ts})
+
+
+def refreshed_frame(expires_at: float | None) -> str:
+    """The answer to an accepted JWT refresh: ``{"event":"refreshed","exp":...}``."""
+    exp = int(expires_at) if expires_at is not None and float(expires_at).is_integer() else expires_at
+    return _dumps({"event": "refreshed", "exp": exp})
 
 
 def chat_opening(opening: Opening) -> str:
@@ -66,17 +80,36 @@ def chat_opening(opening: Opening) -> str:
     return _dumps(data)
 
 
-def group_list(summaries: list[GroupSummary]) -> str:
-    """What a group-list socket gets: one entry per joined group."""
-    return _dumps(
-        [
-            {
-                "groupId": summary.group_id,
-                "newMessage": message_object(summary.newest) if summary.newest else None,
-                "total": summary.total,
-            }
-            for summary in summaries
-        ]
+def group_list(summaries: list[GroupSummary], online: Mapping[str, int] | None = None) -> str:
+    """What a group-list socket gets: one entry per joined group, with the distinct users ``online`` in it."""
+    entries = []
+    for summary in summaries:
+        entry: dict[str, Any] = {
+            "groupId": summary.group_id,
+            "newMessage": message_object(summary.newest) if summary.newest else None,
+            "total": summary.total,
+        }
+        if online is not None:
+            entry["online"] = online.get(summary.group_id, 0)
+        entries.append(entry)
+    return _dumps(entries)
+
+
+def presence_frames(event: PresenceChanged) -> bytes:
+    """What chat sockets get of a presence event, as complete frames back to back.
+
+    Up to :data:`PRESENCE_LISTED_MAX` changes: one frame each, leaves first,
+    ``{"event":"leave"|"join","groupId","userId"}``. More (a reconnect storm):
+    one frame, ``{"event":"presence","groupId","online"}``.
+    """
+    group_id = event.group_id
+    changes = len(event.joined) + len(event.left)
+    if not 0 < changes <= PRESENCE_LISTED_MAX:
+        return text_frame(_dumps({"event": "presence", "groupId": group_id, "online": event.online}).encode("utf-8"))
+    return b"".join(
+        text_frame(_dumps({"event": kind, "groupId": group_id, "userId": user_id}).encode("utf-8"))
+        for kind, users in (("leave", event.left), ("join", event.joined))
+        for user_id in users
     )
 
 

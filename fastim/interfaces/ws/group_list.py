@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.groups import Groups
 from fastim.domain.model import GroupSummary
+from fastim.domain.presence import Presence
 from fastim.interfaces.ws import frames
 from fastim.interfaces.ws.base import Socket, SocketContext
 from fastim.interfaces.ws.hub import Batch, Hub
@@ -26,6 +27,7 @@ class ListServices:
     groups: Groups
     refresher: MembershipRefresher
     update_rate: float  # [im] group_list_update_rate: the most often one socket is pushed, in seconds
+    presence: Presence | None = None  # None: the entries carry no "online"
 
 
 class GroupListSocket(Socket):
@@ -56,14 +58,14 @@ class GroupListSocket(Socket):
             if not await self.admitted(user_id, token):
                 return
             self.last_push = asyncio.get_running_loop().time()
-            summaries = await self.lists.groups.summaries(user_id)
+            summaries, online = await self.read()
         except StorageUnavailable:
             self.unavailable_at_open()
             return
         if self.closed:
             return
         self.lists.refresher.add(self)
-        await self.show(summaries)
+        await self.show(summaries, online)
 
     def deliver(self, group_id: str, batch: Batch) -> None:
         self.changed()
@@ -90,7 +92,7 @@ class GroupListSocket(Socket):
         self.pushing = True
         self.last_push = asyncio.get_running_loop().time()
         try:
-            summaries = await self.lists.groups.summaries(self.user_id)
+            summaries, online = await self.read()
         except StorageUnavailable as exc:
             self.context.metrics.storage_errors.inc()
             logger.warning("group list of user %s not refreshed: %s", self.user_id, exc)
@@ -98,12 +100,21 @@ class GroupListSocket(Socket):
             return
         finally:
             self.pushing = False
-        await self.show(summaries)
+        await self.show(summaries, online)
 
-    async def show(self, summaries: list[GroupSummary]) -> None:
+    async def read(self) -> tuple[list[GroupSummary], dict[str, int] | None]:
+        """The summaries of the user's groups and the users online in each, both read in one turn."""
+        groups, presence = self.lists.groups, self.lists.presence
+        if presence is None:
+            return await groups.summaries(self.user_id), None
+        group_ids = await groups.groups_of(self.user_id)
+        summaries, online = await asyncio.gather(groups.summaries_of(group_ids), presence.counts(group_ids))
+        return summaries, online
+
+    async def show(self, summaries: list[GroupSummary], online: dict[str, int] | None = None) -> None:
         """Watch every group listed (and no other), then send the list."""
         await self.watch({summary.group_id for summary in summaries})
-        self.send(frames.group_list(summaries))
+        self.send(frames.group_list(summaries, online))
 
     async def refresh_memberships(self) -> None:
         """Pick up groups joined or left elsewhere (another node, another program) since the last look.
@@ -129,7 +140,10 @@ class GroupListSocket(Socket):
             await self.lists.hub.join_many(joined, self)
 
     def on_text(self, text: str) -> None:
-        self.refuse_frame()
+        if self.is_refresh(text):
+            self.refresh(text)
+        else:
+            self.refuse_frame()
 
     def on_binary(self, data: bytes) -> None:
         self.refuse_frame()

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 
 from fastim.domain.codec import encode_event
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, Message
+from fastim.domain.model import Event, Message, PresenceChanged
 from fastim.domain.ports import Broker, Clock
 from fastim.interfaces.metrics import Metrics
-from fastim.interfaces.ws.frames import text_frame
+from fastim.interfaces.ws.frames import presence_frames, text_frame
 from fastim.interfaces.ws.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
@@ -28,16 +28,22 @@ DEFAULT_COALESCING_WINDOW_S = 0.015
 class Batch:
     """The events of one group fanned out together, with their frames built once for every socket."""
 
-    __slots__ = ("events", "frames", "data")
+    __slots__ = ("events", "frames", "data", "presence")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
-        self.frames: list[bytes] = []  # one complete WebSocket text frame per event
+        # Per event, its complete WebSocket text frame (a presence event's: its few frames, back to back).
+        self.frames: list[bytes] = []
         self.data = b""  # the frames back to back: one write per socket, still one frame per event
+        self.presence = 0  # presence events among the events (not of the stream: not counted as such)
 
     def add(self, event: Event) -> None:
         self.events.append(event)
-        self.frames.append(text_frame(encode_event(event).encode("utf-8")))
+        if isinstance(event, PresenceChanged):
+            self.presence += 1
+            self.frames.append(presence_frames(event))
+        else:
+            self.frames.append(text_frame(encode_event(event).encode("utf-8")))
 
     def seal(self) -> None:
         self.data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
@@ -95,6 +101,7 @@ class Hub:
         self._next_flush: dict[str, float] = {}  # loop time before which a busy group's batch waits
         # Events reach _enqueue in seq order, once, gaps filled from storage.
         self.sequencer = Sequencer(messages, self._enqueue, metrics)
+        metrics.groups.set_function(lambda: len(self._rooms))
         broker.on_resume(self._catch_up)
 
     def members(self, group_id: str) -> frozenset[Member]:
@@ -215,7 +222,7 @@ class Hub:
                 logger.exception("delivery to a member of group %s failed", group_id)
         cost = time.perf_counter() - started
         self._next_flush[group_id] = asyncio.get_running_loop().time() + min(cost, self._max_window_s)
-        count = len(batch.events)
+        count = len(batch.events) - batch.presence
         self._metrics.events_fanned_out.inc(count)
         self._metrics.deliveries.inc(count * len(room))
         now_ms = self._clock.now_ms()

@@ -7,7 +7,8 @@ whose seq follows the last one forwarded goes on at once; one already
 forwarded is dropped; one that skips ahead is held while the events between
 are read from storage, then everything goes on in order. A new epoch (the
 group's stream restarted) starts the count afresh. Events without a seq
-(stored by fast-im's own nodes) go on as they come.
+(stored by fast-im's own nodes) go on as they come, and so do presence
+events, which are not of the stream.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, Recall, epoch_of, parse_message_id
+from fastim.domain.model import Event, PresenceChanged, Recall, epoch_of, parse_message_id
 from fastim.interfaces.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class Sequencer:
             repair.cancel()
 
     def accept(self, group_id: str, event: Event) -> None:
+        if isinstance(event, PresenceChanged):
+            self._forward(group_id, event)  # not of the stream: never held, never counted
+            return
         seq = event.seq
         if seq is None:
             self._forward(group_id, event)

@@ -19,7 +19,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from fastim.domain.errors import StorageUnavailable
-from fastim.domain.model import Notice
+from fastim.domain.model import Notice, SessionsChanged
 from fastim.domain.ports import Broker
 from fastim.domain.sessions import Sessions
 
@@ -128,6 +128,8 @@ class SessionWatch:
             self._spawn(self._check(due))
 
     def _on_notice(self, notice: Notice) -> None:
+        if not isinstance(notice, SessionsChanged):
+            return  # a disconnect closes the user's sockets by itself (Disconnects)
         tokens = self._tokens_of.get(notice.user_id)
         if tokens:
             self._spawn(self._check([(notice.user_id, token) for token in tokens]))

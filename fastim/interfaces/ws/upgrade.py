@@ -9,6 +9,7 @@ built for the route carries on alone.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -18,9 +19,10 @@ import tornado.ioloop
 import tornado.web
 import tornado.websocket
 
-from fastim.interfaces.acceptor import detach_slot
+from fastim.interfaces.acceptor import ADDRESS_FULL, client_key, detach_slot, unassigned_slot
 from fastim.interfaces.http.access_log import request_summary
 from fastim.interfaces.http.gate import CorsPolicy
+from fastim.interfaces.metrics import Metrics
 from fastim.interfaces.ws.frames import CLOSE_INTERNAL_ERROR
 from fastim.interfaces.ws.transport import Transport, TransportLimits
 
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 # only far larger ones close the socket (1009), and never below this many bytes.
 MIN_FRAME_LIMIT_BYTES = 64 * 1024
 FRAME_LIMIT_FACTOR = 4
+# A socket refused for its address's share ([server] max_connections_per_ip): as the acceptor's canned refusal.
+ADDRESS_FULL_ENVELOPE = json.dumps({"code": 503, "msg": ADDRESS_FULL, "data": None})
+RETRY_AFTER_S = "5"
 
 
 def transport_limits(max_pending_bytes: int, max_message_bytes: int) -> TransportLimits:
@@ -59,11 +64,44 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
     """The route handler of both socket kinds."""
 
     def initialize(
-        self, cors: CorsPolicy, limits: TransportLimits, socket_factory: Callable[[Transport], OpenSocket]
+        self,
+        cors: CorsPolicy,
+        limits: TransportLimits,
+        socket_factory: Callable[[Transport], OpenSocket],
+        metrics: Metrics | None = None,
     ) -> None:
         self.cors = cors
         self.limits = limits
         self.socket_factory = socket_factory
+        self.metrics = metrics
+        self._assigned = None  # the proxied connection's slot, counted against the client until the upgrade ends
+        self.refused_client = False
+
+    def prepare(self) -> None:
+        """Through a trusted proxy, the socket counts against its client's address ([server] max_connections_per_ip).
+
+        The acceptor counted the proxy's connection for the node only; ``remote_ip``
+        is the client the proxy named (fastim.interfaces.http.client_address).
+        """
+        slot = unassigned_slot(getattr(self.request.connection, "stream", None))
+        if slot is None:
+            return
+        if slot.assign(client_key(self.request.remote_ip)) is None:
+            self._assigned = slot
+            return
+        if self.metrics is not None:
+            self.metrics.refused_connections.labels("address").inc()
+        self.refused_client = True  # the access log says so as a warning
+        self.set_status(503)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Retry-After", RETRY_AFTER_S)
+        self.finish(ADDRESS_FULL_ENVELOPE)
+
+    def on_finish(self) -> None:
+        # 101: the slot went to the transport with its client, and is released with the socket.
+        slot, self._assigned = self._assigned, None
+        if slot is not None and self.get_status() != 101:
+            slot.unassign()
 
     def check_origin(self, origin: str) -> bool:
         # Tornado already admits same-origin pages; other origins follow [server] allowed_origins.
