@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +191,29 @@ def start_nodes(nodes: list[ServeProcess], timeout: float = START_TIMEOUT_S) -> 
             node.stop()
         raise
     return nodes
+
+
+@contextlib.contextmanager
+def node_pair(
+    workdir: Path, redis_url: str, environ: Mapping[str, str] | None = None
+) -> Iterator[list[ServeProcess]]:
+    """Nodes ``a`` and ``b`` on one Redis, started together; both must stop cleanly (exit 0) at the end."""
+    pair = [ServeProcess(workdir, name=name, backend="redis", redis_url=redis_url, environ=environ)
+            for name in ("a", "b")]
+    start_nodes(pair)
+    yield pair
+    statuses = [node.stop() for node in pair]
+    assert statuses == [0, 0], [node.stderr_tail for node in pair]
+
+
+@contextlib.contextmanager
+def no_errors_logged(nodes: list[ServeProcess], secrets: tuple[str, ...] = ()) -> Iterator[None]:
+    """Whatever the block does, no node logs an error, a traceback or one of ``secrets`` meanwhile."""
+    before = [len(node.stderr) for node in nodes]
+    yield
+    time.sleep(0.05)  # let the last lines of a closing socket reach the file
+    for node, offset in zip(nodes, before):
+        log = node.stderr[offset:]
+        assert " ERROR " not in log and "Traceback" not in log, f"node {node.name} logged:\n{log[-3000:]}"
+        for secret in secrets:
+            assert secret not in log, f"node {node.name} logged a secret"

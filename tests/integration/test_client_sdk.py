@@ -36,7 +36,7 @@ from fastim.client import (
 )
 from fastim.client.backoff import BackoffPolicy
 from tests.integration.conftest import EXAMPLES
-from tests.processes import ServeProcess, child_environ, start_nodes
+from tests.processes import ServeProcess, child_environ, no_errors_logged, node_pair, start_nodes
 
 pytestmark = pytest.mark.redis
 
@@ -56,13 +56,8 @@ def new_id(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def nodes(redis_server, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("client-sdk")
-    pair = [ServeProcess(workdir, name=name, backend="redis", redis_url=redis_server.url, environ=NODE_ENV)
-            for name in ("a", "b")]
-    start_nodes(pair)
-    yield pair
-    statuses = [node.stop() for node in pair]
-    assert statuses == [0, 0], [node.stderr_tail for node in pair]
+    with node_pair(tmp_path_factory.mktemp("client-sdk"), redis_server.url, NODE_ENV) as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
@@ -70,13 +65,8 @@ def nodes_log_no_errors(request):
     if "nodes" not in request.fixturenames:
         yield
         return
-    nodes = request.getfixturevalue("nodes")
-    before = [len(node.stderr) for node in nodes]
-    yield
-    time.sleep(0.05)
-    for node, offset in zip(nodes, before):
-        log = node.stderr[offset:]
-        assert " ERROR " not in log and "Traceback" not in log, f"node {node.name} logged:\n{log[-3000:]}"
+    with no_errors_logged(request.getfixturevalue("nodes")):
+        yield
 
 
 async def next_of(stream, kind, timeout: float = STEP_S):

@@ -14,7 +14,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.interfaces.http_client import Api
 from tests.interfaces.ws_client import Client
-from tests.processes import ServeProcess, start_nodes
+from tests.processes import no_errors_logged, node_pair
 
 pytestmark = pytest.mark.redis
 
@@ -27,27 +27,16 @@ SUBSCRIPTION_TIMEOUT_S = 3.0
 @pytest.fixture(scope="module")
 def nodes(redis_server, tmp_path_factory):
     """Nodes A and B, started once for the module; each test uses group and user ids of its own."""
-    workdir = tmp_path_factory.mktemp("multinode")
     environ = {"FASTIM_IM_GROUP_LIST_UPDATE_RATE": str(RATE)}
-    pair = [
-        ServeProcess(workdir, name=name, backend="redis", redis_url=redis_server.url, environ=environ)
-        for name in ("a", "b")
-    ]
-    start_nodes(pair)
-    yield pair
-    statuses = [node.stop() for node in pair]
-    assert statuses == [0, 0], [node.stderr_tail for node in pair]
+    with node_pair(tmp_path_factory.mktemp("multinode"), redis_server.url, environ) as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
 def nodes_log_no_errors(nodes):
     """Whatever a test does, neither node logs an error or a traceback meanwhile."""
-    before = [len(node.stderr) for node in nodes]
-    yield
-    time.sleep(0.05)  # let the last lines of a closing socket reach the file
-    for node, offset in zip(nodes, before):
-        log = node.stderr[offset:]
-        assert " ERROR " not in log and "Traceback" not in log, f"node {node.name} logged:\n{log[-3000:]}"
+    with no_errors_logged(nodes):
+        yield
 
 
 @pytest.fixture

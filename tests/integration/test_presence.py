@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import random
-import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -17,7 +16,7 @@ from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.presence import RedisPresenceRepository
 from tests.interfaces.http_client import Api
 from tests.interfaces.ws_client import Client
-from tests.processes import ServeProcess, start_nodes
+from tests.processes import ServeProcess, no_errors_logged, node_pair, start_nodes
 
 pytestmark = pytest.mark.redis
 
@@ -32,13 +31,8 @@ KILLED_GONE_S = 30.0  # the issue: a node killed with SIGKILL disappears from pr
 @pytest.fixture(scope="module")
 def nodes(redis_server, tmp_path_factory):
     """Nodes A and B with presence events on, started once for the module; each test has ids of its own."""
-    workdir = tmp_path_factory.mktemp("presence")
-    pair = [ServeProcess(workdir, name=name, backend="redis", redis_url=redis_server.url, environ=ENVIRON)
-            for name in ("a", "b")]
-    start_nodes(pair)
-    yield pair
-    statuses = [node.stop() for node in pair]
-    assert statuses == [0, 0], [node.stderr_tail for node in pair]
+    with node_pair(tmp_path_factory.mktemp("presence"), redis_server.url, ENVIRON) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -59,12 +53,8 @@ def extra_nodes(redis_server, tmp_path):
 
 @pytest.fixture(autouse=True)
 def nodes_log_no_errors(nodes):
-    before = [len(node.stderr) for node in nodes]
-    yield
-    time.sleep(0.05)
-    for node, offset in zip(nodes, before):
-        log = node.stderr[offset:]
-        assert " ERROR " not in log and "Traceback" not in log, f"node {node.name} logged:\n{log[-3000:]}"
+    with no_errors_logged(nodes):
+        yield
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -12,7 +11,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.interfaces.http_client import Api
 from tests.interfaces.ws_client import Client
-from tests.processes import ServeProcess, start_nodes
+from tests.processes import no_errors_logged, node_pair
 
 pytestmark = pytest.mark.redis
 
@@ -26,27 +25,15 @@ def mint(user, lives_s=60.0, **claims):
 
 @pytest.fixture(scope="module")
 def nodes(redis_server, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("server-api")
     environ = {"FASTIM_API_KEY": KEY, "FASTIM_AUTH_JWT_SECRET": SECRET}
-    pair = [
-        ServeProcess(workdir, name=name, backend="redis", redis_url=redis_server.url, environ=environ)
-        for name in ("a", "b")
-    ]
-    start_nodes(pair)
-    yield pair
-    statuses = [node.stop() for node in pair]
-    assert statuses == [0, 0], [node.stderr_tail for node in pair]
+    with node_pair(tmp_path_factory.mktemp("server-api"), redis_server.url, environ) as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
 def nodes_log_no_errors_and_no_secrets(nodes):
-    before = [len(node.stderr) for node in nodes]
-    yield
-    time.sleep(0.05)
-    for node, offset in zip(nodes, before):
-        log = node.stderr[offset:]
-        assert " ERROR " not in log and "Traceback" not in log, f"node {node.name} logged:\n{log[-3000:]}"
-        assert KEY not in log and SECRET not in log
+    with no_errors_logged(nodes, secrets=(KEY, SECRET)):
+        yield
 
 
 async def api_call(node, path, body=None, method="POST"):
