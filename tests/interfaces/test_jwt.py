@@ -189,3 +189,15 @@ class TestPasswordLoginsOff:
         assert status == 403 and body["code"] == 403 and "password logins are off" in body["msg"]
         chat = await node.chat("g1", "u1", mint())
         assert "list" in await chat.json()
+
+
+@pytest.mark.gen_test
+async def test_the_group_list_shows_only_the_groups_the_token_grants(node):
+    for group in ("g1", "g2"):
+        await node.container.groups().join("u1", group)
+    listing = await Client.connect(node.base_url, f"/group/list/u1/{mint(groups=['g1'])}")
+    assert [entry["groupId"] for entry in await listing.json()] == ["g1"]
+    everything = await Client.connect(node.base_url, f"/group/list/u1/{mint()}")
+    assert sorted(entry["groupId"] for entry in await everything.json()) == ["g1", "g2"]
+    status, body = await node.get("/user/listGroup", {"Authorization": f"Bearer {mint(groups=['g2'])}"})
+    assert body["data"] == ["g2"]

@@ -88,4 +88,5 @@ class ListGroupHandler(ApiHandler):
         self.groups = groups
 
     async def post(self) -> None:
-        self.ok(await self.groups.groups_of(self.caller))
+        joined = await self.groups.groups_of(self.caller)
+        self.ok([group_id for group_id in joined if self.grant is None or self.grant.allows(group_id)])

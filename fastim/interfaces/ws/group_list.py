@@ -112,8 +112,10 @@ class GroupListSocket(Socket):
         return summaries, online
 
     async def show(self, summaries: list[GroupSummary], online: dict[str, int] | None = None) -> None:
-        """Watch every group listed (and no other), then send the list."""
+        """Watch every group listed (and no other), then send the list: the groups the token grants."""
         await self.watch({summary.group_id for summary in summaries})
+        if self.grant is not None and self.grant.groups is not None:  # a JWT's groups claim
+            summaries = [summary for summary in summaries if self.grant.allows(summary.group_id)]
         self.send(frames.group_list(summaries, online))
 
     async def refresh_memberships(self) -> None:
