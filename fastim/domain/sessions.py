@@ -58,6 +58,10 @@ class Sessions:
         return self._login_auth or self._verifier is not None
 
     @property
+    def takes_jwts(self) -> bool:
+        return self._verifier is not None
+
+    @property
     def password_logins(self) -> bool:
         return self._password_logins
 

@@ -201,3 +201,18 @@ async def test_the_group_list_shows_only_the_groups_the_token_grants(node):
     assert sorted(entry["groupId"] for entry in await everything.json()) == ["g1", "g2"]
     status, body = await node.get("/user/listGroup", {"Authorization": f"Bearer {mint(groups=['g2'])}"})
     assert body["data"] == ["g2"]
+
+
+class TestWithoutJwts:
+    @pytest.fixture
+    def node_settings(self):
+        return {}
+
+    @pytest.mark.gen_test
+    async def test_a_bearer_header_is_ignored_and_the_login_headers_decide(self, node):
+        await node.api.login("u1")
+        headers = {**node.api.auth("u1"), "Authorization": "Bearer something-of-a-proxy"}
+        status, body = await node.get("/user/listGroup", headers)
+        assert body["code"] == 200
+        status, body = await node.get("/user/listGroup", {"Authorization": f"Bearer {mint()}"})
+        assert body["code"] == 440

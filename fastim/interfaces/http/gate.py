@@ -35,7 +35,8 @@ class AuthGate:
         """What the request's credentials grant; None on an open path. Raises AuthenticationFailed."""
         if self.is_open(path):
             return None
-        if authorization and authorization[: len(BEARER)].lower() == BEARER:
+        # Without JWTs configured a bearer header is someone else's (a proxy's): the headers decide.
+        if self._sessions.takes_jwts and authorization and authorization[: len(BEARER)].lower() == BEARER:
             jwt = authorization[len(BEARER):].strip()
             claimed = self._sessions.subject_of(jwt)
             if claimed is None or (user_id and user_id != claimed):
