@@ -41,7 +41,8 @@ FULL = Profile(
     s1_rates=(5, 50),
     # Steps of sqrt(2) from 25 msg/s: 25k deliveries/s up to 1.6M/s in 13 steps.
     max_rates=_geometric(25, math.sqrt(2), 1600),
-    s2_rates=(2, 4), s3_sockets=S3_SOCKETS,
+    # Issue 18's ladder: 8k, 16k and 32k deliveries/s from 1000 senders in groups of 4.
+    s2_rates=(2, 4, 8), s3_sockets=S3_SOCKETS,
 )
 QUICK = Profile(
     fixed=Phases(warmup_s=0.5, window_s=1.5, drain_s=1.0), step=Phases(warmup_s=0.3, window_s=1.0, drain_s=1.0),
