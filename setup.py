@@ -17,8 +17,6 @@ setup(
         "dependency-injector>=4.41",
         "apispec>=6.0",
         "prometheus-client>=0.17",
-        # [hooks] publish_url: tornado's curl client keeps the connections to the application alive
-        "pycurl>=7.45",
         # --storage sqlite | postgres
         "sqlalchemy[asyncio]>=2.0",
         "aiosqlite>=0.19",
