@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,10 @@ class PresenceChanged:
     joined: tuple[str, ...]
     left: tuple[str, ...]
     online: int
+    # Read as every event's are: no place in the stream, so whatever orders or filters events by
+    # seq passes it on as it comes, as it does fast-im's own messages.
+    seq: ClassVar[None] = None
+    id: ClassVar[None] = None
 
 
 Event = Message | Recall | PresenceChanged
@@ -76,7 +81,7 @@ def epoch_of(event: Event) -> str | None:
     """The epoch of the stream an event belongs to: a recall says it, a message's id holds it."""
     if isinstance(event, Recall):
         return event.epoch
-    if isinstance(event, PresenceChanged) or event.id is None:
+    if event.id is None:
         return None
     parsed = parse_message_id(event.id)
     return parsed[0] if parsed else None

@@ -164,12 +164,8 @@ class GrantVerifier(Protocol):
         """Whether ``token`` has this verifier's shape (and so is not a fast-im login token)."""
         ...
 
-    def subject(self, token: str) -> str | None:
-        """The userId the token claims (its ``sub``), not yet verified; None when it names none."""
-        ...
-
-    def verify(self, token: str, user_id: str) -> Grant:
-        """The grant ``token`` gives ``user_id``; raises :class:`AuthenticationFailed` with the reason."""
+    def verify(self, token: str, user_id: str | None) -> Grant:
+        """The grant ``token`` gives ``user_id`` (None: the user its ``sub`` names); raises :class:`AuthenticationFailed`."""
         ...
 
 

@@ -113,11 +113,11 @@ class Sessions:
             raise AuthenticationFailed(f"invalid token for user {user_id}")
         return Grant(user_id, GrantKind.LOGIN, float(self._token_ttl))
 
-    def subject_of(self, token: str) -> str | None:
-        """The user a JWT claims to be (unverified: :meth:`grant` verifies it); None when it is not a JWT."""
+    def bearer(self, token: str, user_id: str | None) -> Grant:
+        """What a bearer JWT grants the user its ``sub`` names (which must be ``user_id`` when one is given)."""
         if self._verifier is None or not self._verifier.recognizes(token):
-            return None
-        return self._verifier.subject(token)
+            raise AuthenticationFailed("the bearer token is not a JWT")
+        return self._verifier.verify(token, user_id)
 
     def refresh(self, grant: Grant, token: str) -> Grant:
         """A socket opened with a JWT presents a fresh one: what it grants the same user."""

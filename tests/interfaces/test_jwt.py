@@ -154,6 +154,7 @@ async def test_a_bearer_jwt_stands_for_the_userid_and_token_headers(node):
                     {"Authorization": f"Bearer {mint(lives_s=-1)}"},
                     {"Authorization": "Bearer x.y.z"},
                     {"Authorization": f"Bearer {mint(user='u 1')}"},
+                    {"Authorization": "Bearer " + "x" * 20000 + ".a.b"},  # refused by its length, not decoded
                     {"Authorization": "Bearer "}):
         status, body = await node.get("/user/listGroup", headers)
         assert body["code"] == 440, headers

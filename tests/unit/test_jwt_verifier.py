@@ -121,6 +121,7 @@ def test_only_three_part_tokens_are_taken_for_jwts():
     verifier = JwtVerifier(SECRET)
     assert verifier.recognizes(mint())
     assert not verifier.recognizes("0123456789abcdef0123456789abcdef")
-    assert verifier.subject(mint(sub="u7")) == "u7"
-    assert verifier.subject("not.a.jwt") is None
-    assert verifier.subject(mint(sub="bad id")) is None
+    assert verifier.verify(mint(sub="u7"), None).user_id == "u7"  # a bearer token names its user
+    for unnamed in ("not.a.jwt", mint(sub="bad id"), mint(sub=7)):
+        with pytest.raises(AuthenticationFailed):
+            verifier.verify(unnamed, None)

@@ -94,10 +94,17 @@ class ServerApiHandler(ApiHandler):
             raise ValidationError({"body": ["the body must be a JSON object"]}) from None
         if not isinstance(data, dict):
             raise ValidationError({"body": ["the body must be a JSON object"]})
-        unknown = sorted(set(data) - set(schema().fields))
+        loader = schema()
+        unknown = sorted(set(data) - set(loader.fields))
         if unknown:  # named, where marshmallow would only say "Unknown field."
             raise ValidationError({"body": [f"unknown key {name[:64]!r}" for name in unknown[:5]]})
-        return schema().load(data)
+        return loader.load(data)
+
+    def path_id(self, value: str) -> str:
+        """A groupId from the path, checked as form fields are."""
+        if not is_valid_id(value):
+            raise ValidationError({"groupId": ["groupId must not contain spaces, control characters or '/'"]})
+        return value
 
     def check_size(self, info: str) -> None:
         size = len(info.encode("utf-8"))
@@ -196,15 +203,11 @@ class PresenceHandler(ServerApiHandler):
         users = await self.api.presence.users(group_id)
         self.ok({"groupId": group_id, "users": [{"userId": u.user_id, "sockets": u.sockets} for u in users]})
 
-    def path_id(self, value: str) -> str:
-        if not is_valid_id(value):
-            raise ValidationError({"groupId": ["groupId must not contain spaces, control characters or '/'"]})
-        return value
 
-
-class GroupHandler(PresenceHandler):
+class GroupHandler(ServerApiHandler):
     """A group at a glance: messages held, where its stream stands, distinct users online."""
 
+    http_method = "get"
     envelope = GroupEnvelope
 
     async def get(self, group_id: str) -> None:

@@ -20,7 +20,7 @@ from fastim.domain.errors import (
 )
 from fastim.domain.groups import Groups
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, PresenceChanged, epoch_of
+from fastim.domain.model import Event, epoch_of
 from fastim.domain.presence import Presence
 from fastim.domain.review import Review
 from fastim.interfaces.ws import frames
@@ -157,7 +157,7 @@ class ChatSocket(Socket):
 
     def wanted(self, event: Event) -> bool:
         """An event the client still needs after its opening frame: past it, or of a restarted stream."""
-        if isinstance(event, PresenceChanged) or event.seq is None:
+        if event.seq is None:
             return True  # presence is not in the stream; fast-im's nodes store no seq to compare
         floor_epoch, floor_seq = self.floor
         epoch = epoch_of(event)
@@ -177,8 +177,7 @@ class ChatSocket(Socket):
             data = b"".join(frame for event, frame in zip(batch.events, batch.frames) if self.wanted(event))
             if data:
                 self.write_frames(data)
-            if any(not isinstance(event, PresenceChanged) and event.seq is not None
-                   and self.newer(epoch_of(event), event.seq) for event in batch.events):
+            if any(event.seq is not None and self.newer(epoch_of(event), event.seq) for event in batch.events):
                 self.chat.hub.go_live(group_id, self)
         elif len(self.early) + len(batch.events) <= MAX_EARLY_EVENTS:
             self.early.extend(zip(batch.events, batch.frames))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from fastim.domain.errors import StorageUnavailable
 from fastim.domain.messages import Messages
-from fastim.domain.model import Event, PresenceChanged, Recall, epoch_of, parse_message_id
+from fastim.domain.model import Event, Recall, epoch_of, parse_message_id
 from fastim.interfaces.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,8 @@ class Sequencer:
             repair.cancel()
 
     def accept(self, group_id: str, event: Event) -> None:
-        if isinstance(event, PresenceChanged):
-            self._forward(group_id, event)  # not of the stream: never held, never counted
-            return
         seq = event.seq
-        if seq is None:
+        if seq is None:  # fast-im's messages, presence events: not in the stream, never held
             self._forward(group_id, event)
             return
         if group_id in self._repairs:
