@@ -36,6 +36,20 @@ def node_factory(fresh_redis, tmp_path):
         node.stop()
 
 
+@pytest.fixture
+def sockets(io_loop):
+    """Every socket a test opens (append it here), closed at its end while the test's loop still runs."""
+    opened: list = []
+    yield opened
+
+    async def close_all() -> None:
+        for client in opened:
+            client.close()
+        await asyncio.sleep(0.05)  # the close frames leave before the loop is closed
+
+    io_loop.run_sync(close_all)
+
+
 def metrics_text(node: ServeProcess) -> str:
     with urllib.request.urlopen(node.base_url + "/metrics", timeout=5) as response:
         return response.read().decode()

@@ -55,20 +55,6 @@ def new_id() -> str:
     return str(next(_numbers))
 
 
-@pytest.fixture
-def sockets(io_loop):
-    """Every socket a test opens, closed at its end while the test's loop still runs."""
-    opened: list[Client] = []
-    yield opened
-
-    async def close_all() -> None:
-        for client in opened:
-            client.close()
-        await asyncio.sleep(0.05)  # the close frames leave before the loop is closed
-
-    io_loop.run_sync(close_all)
-
-
 async def chat(sockets, node, group, user) -> Client:
     """A chat socket past its snapshot."""
     client = await Client.connect(node.base_url, f"/group/chat/{group}/{user}/any")

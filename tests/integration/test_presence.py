@@ -65,19 +65,6 @@ def presence(redis_server, io_loop):
     io_loop.run_sync(client.aclose)
 
 
-@pytest.fixture
-def sockets(io_loop):
-    opened: list[Client] = []
-    yield opened
-
-    async def close_all() -> None:
-        for client in opened:
-            client.close()
-        await asyncio.sleep(0.05)
-
-    io_loop.run_sync(close_all)
-
-
 _numbers = itertools.count(random.randrange(10**6, 9 * 10**6, 1000))
 
 

@@ -74,19 +74,6 @@ async def history(sockets, node, group) -> list[str]:
     return [message["info"] for message in (await client.json())["list"]]
 
 
-@pytest.fixture
-def sockets(io_loop):
-    opened: list[Client] = []
-    yield opened
-
-    async def close_all() -> None:
-        for client in opened:
-            client.close()
-        await asyncio.sleep(0.05)
-
-    io_loop.run_sync(close_all)
-
-
 def assert_no_errors(node) -> None:
     log = node.stderr
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
