@@ -32,19 +32,32 @@ from fastim.interfaces.http.user import (
 from fastim.interfaces.web.page import web_routes
 from fastim.interfaces.ws.chat import ChatSocket
 from fastim.interfaces.ws.group_list import GroupListSocket
+from fastim.interfaces.ws.handshake import SocketRoute
 from fastim.interfaces.ws.upgrade import UpgradeHandler
 
 SEGMENT = r"([^/]+)"  # a non-empty path segment: fast-im's token "may not be empty"
 
 
-def socket_routes(container: Container) -> list[tuple]:
+def socket_endpoints(container: Container, prefix: str = "") -> list[SocketRoute]:
+    """The two socket URLs, under ``prefix``, and what opens a socket on each.
+
+    Tornado's routes serve them, and so does the acceptor's handshake (fastim.interfaces.ws.handshake).
+    """
     context = container.socket_context()
-    common = {"cors": container.cors(), "limits": container.transport_limits(), "metrics": container.metrics()}
-    chat = partial(ChatSocket, context, container.chat_services())
-    group_list = partial(GroupListSocket, context, container.list_services())
+    pattern = re.escape(prefix)
     return [
-        (rf"/group/chat/{SEGMENT}/{SEGMENT}/{SEGMENT}", UpgradeHandler, {**common, "socket_factory": chat}),
-        (rf"/group/list/{SEGMENT}/{SEGMENT}", UpgradeHandler, {**common, "socket_factory": group_list}),
+        SocketRoute(rf"{pattern}/group/chat/{SEGMENT}/{SEGMENT}/{SEGMENT}",
+                    partial(ChatSocket, context, container.chat_services())),
+        SocketRoute(rf"{pattern}/group/list/{SEGMENT}/{SEGMENT}",
+                    partial(GroupListSocket, context, container.list_services())),
+    ]
+
+
+def socket_routes(container: Container) -> list[tuple]:
+    common = {"cors": container.cors(), "limits": container.transport_limits(), "metrics": container.metrics()}
+    return [
+        (route.pattern, UpgradeHandler, {**common, "socket_factory": route.factory})
+        for route in socket_endpoints(container)
     ]
 
 

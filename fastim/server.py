@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import tornado.httpserver
 from tornado.netutil import bind_sockets
 
-from fastim.app import make_app
+from fastim.app import make_app, socket_endpoints
 from fastim.container import Container, build_container, close_container, open_logins
 from fastim.interfaces.acceptor import Acceptor, Admission
 from fastim.infrastructure.jwt_verifier import JwtSettingsError
@@ -27,6 +27,7 @@ from fastim.infrastructure.sql.engine import describe as describe_sql_error
 from fastim.infrastructure.sql.engine import migrate
 from fastim.interfaces.http.body_limit import BodyLimit
 from fastim.interfaces.http.client_address import ForwardedClients, TrustedProxies
+from fastim.interfaces.ws.handshake import Handshakes
 from fastim.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Node:
 
     Shutdown stages run in order; one that fails is logged and the rest still run.
     """
+
+    prefix = ""  # where the node's URLs are (an application that embeds fastim mounts them under its own)
 
     def __init__(
         self,
@@ -206,9 +209,13 @@ class Node:
         open_files = raise_open_files_limit()
         limit = settings.max_connections or max(MIN_AUTO_CONNECTIONS, open_files - OPEN_FILES_RESERVE)
         refused = self.container.metrics().refused_connections
+        handshakes = Handshakes(
+            socket_endpoints(self.container, self.prefix), self.container.cors(), self.container.transport_limits(),
+            self.proxies, settings.header_timeout,
+        )
         self._acceptor = Acceptor(
             server, Admission(limit, settings.max_connections_per_ip), lambda which: refused.labels(which).inc(),
-            trusted_proxy=self.proxies.trusts_peer,
+            trusted_proxy=self.proxies.trusts_peer, handshakes=handshakes,
         )
         self._acceptor.add_sockets(sockets)
         per_address = f", {settings.max_connections_per_ip} per address" if settings.max_connections_per_ip else ""

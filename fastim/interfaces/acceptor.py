@@ -18,10 +18,13 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.iostream
+
+if TYPE_CHECKING:
+    from fastim.interfaces.ws.handshake import Handshakes
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +173,14 @@ class CountedStream(tornado.iostream.IOStream):
         if release is not None:
             release()
 
+    def unread(self, data: bytes) -> None:
+        """Put back bytes read from the socket before the stream existed: the HTTP parser reads them first.
+
+        Tornado has no public API for this; ``tests/interfaces/test_upgrade.py`` checks the names used.
+        """
+        self._read_buffer += data
+        self._read_buffer_size += len(data)
+
     def detach_slot(self) -> Callable[[], None] | None:
         """Take the slot away from the stream, for whoever owns the socket next (a WebSocket transport)."""
         release, self._release_slot = self._release_slot, None
@@ -196,8 +207,11 @@ class Acceptor:
         admission: Admission,
         on_refused: Callable[[str], None] | None = None,
         trusted_proxy: Callable[[Any], bool] | None = None,
+        handshakes: Handshakes | None = None,
     ) -> None:
         self._server = server
+        # Reads each connection's first request: WebSocket handshakes are answered there, the rest comes back.
+        self._handshakes = handshakes
         self.admission = admission
         self._on_refused = on_refused or (lambda reason: None)
         # A trusted proxy's connections carry many clients: they are counted per client at the upgrade.
@@ -218,7 +232,9 @@ class Acceptor:
             self._loop.add_reader(sock.fileno(), self._on_acceptable, sock)
 
     def stop(self) -> None:
-        """Stop accepting and close the listening sockets."""
+        """Stop accepting and close the listening sockets, and the connections still sending their first request."""
+        if self._handshakes is not None:
+            self._handshakes.close()
         if self._resume_handle is not None:
             self._resume_handle.cancel()
             self._resume_handle = None
@@ -252,18 +268,26 @@ class Acceptor:
         if refusal is not None:
             self._refuse(connection, refusal)
         else:
-            self._serve(connection, address, self.admission.slot(key))
+            slot = self.admission.slot(key)
+            if self._handshakes is not None:
+                self._handshakes.start(connection, address, slot, self._serve)
+            else:
+                self._serve(connection, address, slot)
 
-    def _serve(self, connection: socket.socket, address: Any, release: Callable[[], None]) -> None:
+    def _serve(self, connection: socket.socket, address: Any, release: Callable[[], None], read: bytes = b"") -> None:
+        """Give the connection to Tornado's HTTP server; ``read``: what was already read of its request."""
         try:
             stream = CountedStream(
                 connection, release,
                 max_buffer_size=self._server.max_buffer_size, read_chunk_size=self._server.read_chunk_size,
             )
-        except Exception:
+        except Exception:  # a bug of ours must cost one connection, not the accept loop
+            logger.exception("serving a connection from %s failed", address)
             release()
             connection.close()
-            raise
+            return
+        if read:
+            stream.unread(read)
         self._server.handle_stream(stream, address)
 
     # -- refusing ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from fastim.testing import Client, FastimError, SocketClosed, make_settings
 from tests.e2e.conftest import browser  # noqa: F401 - the fixture, for the test page under the prefix
 from tests.interfaces.ws_client import Client as RawSocket
 from tests.processes import REPO_ROOT, ServeProcess, free_port, http_status
+from tests.raw_ws import Peer, handshake
 
 EXAMPLE = REPO_ROOT / "examples" / "embed_tornado.py"
 PREFIX = "/im"
@@ -211,6 +212,31 @@ async def test_accept_puts_the_hosts_connections_under_fastims_limits():
         await server.close_all_connections()
     with pytest.raises(OSError):  # stop() stopped accepting: the port is closed
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_the_acceptor_answers_handshakes_under_the_prefix_and_leaves_the_hosts_urls_to_it():
+    im = mount(PREFIX, settings=make_settings())
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/", Home), *im.rules]))
+    sockets = bind_sockets(0, address="127.0.0.1")
+    port = sockets[0].getsockname()[1]
+    await im.start()
+    try:
+        im.accept(server, sockets)
+        peer = Peer(socket.create_connection(("127.0.0.1", port)))
+        await peer.send(handshake(f"{PREFIX}/group/chat/g1/u1/t"))
+        answer = await peer.read_until(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 101") and b"TornadoServer" not in answer  # the acceptor's own 101
+        assert json.loads(await peer.text())["list"] == []
+        peer.sock.close()
+        peer = Peer(socket.create_connection(("127.0.0.1", port)))
+        await peer.send(handshake("/group/chat/g1/u1/t"))  # fast-im's URL is not fastim's here: the host's 404
+        assert (await peer.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        peer.sock.close()
+        assert (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/")).body == b"legacy app"
+    finally:
+        await im.stop()
+        await server.close_all_connections()
 
 
 @pytest.mark.gen_test(timeout=20)

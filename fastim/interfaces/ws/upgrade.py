@@ -1,4 +1,8 @@
-"""The HTTP side of a WebSocket: Tornado answers the handshake, then the socket moves to a Transport.
+"""The HTTP side of a WebSocket through Tornado: its handshake, then the socket moves to a Transport.
+
+A node that serves on its own answers plain handshakes at the acceptor
+(``handshake.py``); Tornado answers the others (to refuse most of them) and
+every handshake of an application that embeds fastim in its own server.
 
 Tornado checks the request (Upgrade and Connection headers, version 13, the
 key, the origin against ``[server] allowed_origins``) and sends the 101. After
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import tornado.iostream
@@ -125,21 +129,10 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
             transport = await take_over(self.ws_connection.stream, self.limits)
         except tornado.iostream.StreamClosedError:
             return  # the client left before the 101 was out
-        try:
-            await self.socket_factory(transport).open(*path_args, query=self.query())
-        except Exception:
-            logger.exception("opening a socket failed: %s", self._request_summary())
-            transport.close(CLOSE_INTERNAL_ERROR, "internal error")
-
-    def query(self) -> dict[str, str]:
-        """The URL's query arguments, the last of each, as text (a value that is not UTF-8 is left out)."""
-        query = {}
-        for name, values in self.request.query_arguments.items():
-            try:
-                query[name] = values[-1].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-        return query
+        await open_socket(
+            self.socket_factory, transport, path_args, socket_query(self.request.query_arguments),
+            self._request_summary(),
+        )
 
     def _request_summary(self) -> str:
         return request_summary(self.request)  # the path's token is redacted
@@ -149,6 +142,35 @@ class UpgradeHandler(tornado.websocket.WebSocketHandler):
             super().log_exception(typ, value, tb)  # one line, through _request_summary
         else:  # never Tornado's default, which prints the request with its headers
             logger.error("handshake failed: %s", self._request_summary(), exc_info=(typ, value, tb))
+
+
+def socket_query(arguments: Mapping[str, list[bytes]]) -> dict[str, str]:
+    """A socket URL's query arguments, the last of each, as text (a value that is not UTF-8 is left out)."""
+    query = {}
+    for name, values in arguments.items():
+        try:
+            query[name] = values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return query
+
+
+async def open_socket(
+    socket_factory: Callable[[Transport], OpenSocket],
+    transport: Transport,
+    path_args: Sequence[str],
+    query: dict[str, str],
+    summary: str,
+) -> None:
+    """Build the route's socket on a transport past its 101, and open it; a bug of ours costs this socket only.
+
+    ``summary`` is what the log may say of the request (its token redacted).
+    """
+    try:
+        await socket_factory(transport).open(*path_args, query=query)
+    except Exception:
+        logger.exception("opening a socket failed: %s", summary)
+        transport.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
 async def take_over(stream: tornado.iostream.IOStream, limits: TransportLimits) -> Transport:
