@@ -56,13 +56,15 @@ class Incidents:
 class Tally:
     """What the sockets received of the messages sent since the window opened.
 
-    ``expected`` grows by the group's socket count for each such message sent;
-    every frame of such a message adds its latency (receive minus send, ns).
+    ``sent`` counts such messages and ``expected`` grows by the group's socket
+    count for each; every frame of such a message adds its latency (receive
+    minus send, ns).
     """
 
     def __init__(self) -> None:
         self.since_ns = NEVER_NS
         self.last_ns = NEVER_NS  # when the window's latest delivery arrived
+        self.sent = 0
         self.expected = 0
         self.latencies_ns = array("q")
         self.errors: list[bytes] = []
@@ -82,6 +84,7 @@ class Tally:
     def open_window(self) -> None:
         """Count from now on; forget what came before."""
         self.since_ns = self.last_ns = monotonic_ns()
+        self.sent = 0
         self.expected = 0
         self.latencies_ns = array("q")
 
@@ -272,6 +275,7 @@ class Pacer:
                 send_ns = monotonic_ns()
                 client.send(make_info(send_ns, self.sent, size))
                 if send_ns >= tally.since_ns:
+                    tally.sent += 1
                     tally.expected += client.group_size
                 self.sent += 1
             # Never less than one tick: the loop's timers have 1 ms resolution, and a shorter

@@ -67,6 +67,7 @@ class Row:
     p99_ms: float | None = None
     max_ms: float | None = None
     server_us_per_delivery: float | None = None
+    server_us_per_inbound: float | None = None  # the same CPU per message the clients sent
     server_cores: float | None = None
     loadgen_us_per_delivery: float | None = None
     loadgen_cores: float | None = None
@@ -199,6 +200,8 @@ def _fill_deliveries(row: Row, rate: float, tally: Tally, samples: tuple[procsta
     if received:
         row.server_us_per_delivery = (after.processes - before.processes) / received * 1e6
         row.loadgen_us_per_delivery = (after.own - before.own) / received * 1e6
+    if tally.sent:
+        row.server_us_per_inbound = (after.processes - before.processes) / tally.sent * 1e6
 
 
 def _note_incidents(row: Row, incidents: Incidents) -> None:

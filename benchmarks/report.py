@@ -36,6 +36,7 @@ COLUMNS: list[tuple[str, str, Callable]] = [
     ("p99 ms", "p99_ms", _number(1)),
     ("max ms", "max_ms", _number(1)),
     ("server µs/delivery", "server_us_per_delivery", _number(1)),
+    ("server µs/inbound", "server_us_per_inbound", _number(0)),
     ("server cores", "server_cores", _number(2)),
     ("loadgen µs/delivery", "loadgen_us_per_delivery", _number(1)),
     ("loadgen cores", "loadgen_cores", _number(2)),

@@ -31,3 +31,5 @@ def test_one_quick_scenario_prints_its_table_and_loses_nothing(redis_server, tmp
         assert row["sockets"] == 1000 and row["open_failures"] == 0
         assert row["expected"] > 0 and row["loss"] == 0, row
         assert row["server_us_per_delivery"] > 0 and row["p99_ms"] > 0
+        # S1: each message one sender sends reaches the room's 1000 sockets
+        assert row["server_us_per_inbound"] > 100 * row["server_us_per_delivery"], row
