@@ -91,17 +91,24 @@ async def test_handshakes_tornado_refuses_keep_tornados_answers(node_factory):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_head_in_pieces_and_one_that_trickles_byte_by_byte_both_open(node_factory):
+async def test_a_head_in_pieces_or_byte_by_byte_opens_and_one_over_16_kib_opens_through_tornado(node_factory):
     node = node_factory()
     loop = asyncio.get_running_loop()
     request = head()
-    for pieces in ([request[:20], request[20:]], [request[i:i + 1] for i in range(12)] + [request[12:]]):
+    cookie = head(extra=f"Cookie: session={'c' * 20_000}\r\n")
+    for pieces, by_tornado in (
+        ([request[:20], request[20:]], False),
+        ([request[i:i + 1] for i in range(len(request))], False),  # a packet a byte: each byte scanned once
+        ([cookie], True),  # longer than the acceptor reads: Tornado takes it with what was read
+    ):
         sock = await connect(node.port)
-        for piece in pieces:  # the trickle outlasts the acceptor's reads: Tornado reads the rest
+        for piece in pieces:
             await loop.sock_sendall(sock, piece)
-            await asyncio.sleep(0.02)
+            if len(pieces) > 1:
+                await asyncio.sleep(0.002)
         peer = Peer(sock)
-        assert (await peer.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        answered = await peer.read_until(b"\r\n\r\n")
+        assert answered.startswith(b"HTTP/1.1 101") and (b"TornadoServer" in answered) == by_tornado
         assert json.loads(await peer.text())["list"] == []
         sock.close()
 

@@ -12,16 +12,18 @@ answers as it always did: plain HTTP requests, and every handshake it would
 refuse or that this parser does not understand completely (another method or
 version, a header line Tornado would reject, a repeated header, a body, an
 origin that is not allowed, a path argument that is not UTF-8, a trusted
-proxy's client over its share, a head that takes more than a few reads or
-more than 16 KiB). So this module only ever says yes, and every refusal and
+proxy's client over its share, a head over 16 KiB). So this module only
+ever says yes, and every refusal and
 edge case keeps Tornado's answer. An application that embeds fastim in its
 own Tornado server does not come through here; its sockets open through
 :class:`~fastim.interfaces.ws.upgrade.UpgradeHandler` as before.
 
-What a client can make the node spend here is bounded: at most
-:data:`MAX_READS` reads of at most :data:`HEAD_LIMIT` bytes in all, each
-scanned once, and a connection that sends no complete head within
-``[server] header_timeout`` is closed, as Tornado closes it.
+What a client can make the node spend here is in proportion to what it
+sent and bounded: at most :data:`HEAD_LIMIT` bytes kept, each byte scanned
+once however the head is cut into packets, and a connection that sends no
+complete head within ``[server] header_timeout`` of connecting is closed,
+as Tornado closes it (a head over the limit goes to Tornado, whose own
+``header_timeout`` then starts).
 """
 
 from __future__ import annotations
@@ -51,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 # A browser's handshake is a few hundred bytes, with cookies a few KiB; a longer head goes to Tornado.
 HEAD_LIMIT = 16 * 1024
-# Reads a head may take here; one that trickles in over more goes to Tornado, which buffers it.
-MAX_READS = 4
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # where Tornado ends a head (it still takes a bare LF)
 _CRLF = b"\r\n\r\n"
 _ACCEPT_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -145,7 +145,7 @@ def accept_value(key: str) -> bytes:
 class _Pending:
     """A connection whose request head is not complete yet."""
 
-    __slots__ = ("connection", "address", "release", "fallback", "head", "reads", "timer")
+    __slots__ = ("connection", "address", "release", "fallback", "head", "timer")
 
     def __init__(self, connection: socket.socket, address: Any, release: Callable[[], None],
                  fallback: Callable[..., None]) -> None:
@@ -153,8 +153,7 @@ class _Pending:
         self.address = address
         self.release = release
         self.fallback = fallback
-        self.head = b""
-        self.reads = 0
+        self.head = bytearray()  # what came of the head so far, when it took more than one read
         self.timer: asyncio.TimerHandle | None = None  # set while waiting on the loop for more
 
 
@@ -207,15 +206,21 @@ class Handshakes:
             self._drop(pending)  # the client left before asking anything
             return
         seen = len(pending.head)
-        head = pending.head + chunk if seen else chunk
-        pending.reads += 1
-        end = _HEAD_END.search(head, max(0, seen - 3))  # each byte scanned once, whatever the chunks
-        if end is None and len(head) < HEAD_LIMIT and pending.reads < MAX_READS:
-            pending.head = head
+        if seen:
+            pending.head += chunk
+            head = pending.head
+        else:
+            head = chunk  # nearly always: the whole head in one read
+        end = _HEAD_END.search(head, max(0, seen - 3))  # each byte scanned once, however the head is cut
+        if end is None and len(head) < HEAD_LIMIT:
+            if not seen:
+                pending.head += chunk
             if pending.timer is None:
                 self._wait(pending)
             return
         self._stop_waiting(pending)
+        if seen:
+            head = bytes(head)
         if end is None or end.group() != _CRLF or not self._upgrade(pending, head, end.start()):
             pending.fallback(pending.connection, pending.address, pending.release, head)
 
