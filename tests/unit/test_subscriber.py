@@ -78,6 +78,27 @@ def test_subscribes_are_written_one_command_per_channel_in_one_write(subscriber)
     assert transport.written == b"".join(hiredis.pack_command(("SUBSCRIBE", channel)) for channel in ("mq:a", "mq:b"))
 
 
+def test_classic_channels_may_go_together_in_one_command_each_confirmed_in_turn(subscriber, heard):
+    subscriber, transport = subscriber
+    subscriber.send("SUBSCRIBE", ["mq:a", "mq:b", "mq:c"], together=True)
+    assert transport.written == hiredis.pack_command(("SUBSCRIBE", "mq:a", "mq:b", "mq:c"))
+    subscriber.data_received(b"".join(resp("subscribe", f"mq:{c}", n) for n, c in enumerate("abc", 1)))
+    assert heard.calls == [("confirmed", "SUBSCRIBE", f"mq:{c}") for c in "abc"]
+    assert not subscriber.stalled(0)
+
+
+def test_one_error_refuses_every_channel_of_its_command_and_no_other(subscriber, heard):
+    subscriber, _ = subscriber
+    subscriber.send("SUBSCRIBE", ["mq:a", "mq:b"], together=True)
+    subscriber.send("SUBSCRIBE", ["mq:c", "mq:d"])  # one command each
+    subscriber.data_received(b"-NOPERM this user has no permissions to access the 'mq:b' channel\r\n"
+                             b"-MOVED 1 127.0.0.1:7000\r\n" + resp("subscribe", "mq:d", 1))
+    assert [call[:3] for call in heard.calls] == [
+        ("refused", "SUBSCRIBE", "mq:a"), ("refused", "SUBSCRIBE", "mq:b"), ("refused", "SUBSCRIBE", "mq:c"),
+        ("confirmed", "SUBSCRIBE", "mq:d"),
+    ]
+
+
 def test_a_reply_cut_anywhere_is_reported_once_whole(heard):
     stream = resp("subscribe", "mq:g", 1) + resp("message", "mq:g", "héllo wörld") + resp("message", "mq:g", "2")
     for cut in range(len(stream) + 1):

@@ -1,9 +1,9 @@
 """One pub/sub connection on hiredis: (un)subscribe commands out, published messages in, no polling.
 
-A connection in subscribed mode answers each SUBSCRIBE, SSUBSCRIBE and
-SUNSUBSCRIBE (one channel per command here) with a confirmation or an error
-(``MOVED`` on a cluster node that does not own the channel's slot), in the
-order sent, and pushes messages as they come. A cluster node also pushes a
+A connection in subscribed mode answers each channel of a SUBSCRIBE,
+UNSUBSCRIBE, SSUBSCRIBE or SUNSUBSCRIBE with a confirmation, in the order
+sent, or the whole command with one error (``MOVED`` on a cluster node that
+does not own the channel's slot), and pushes messages as they come. A cluster node also pushes a
 ``sunsubscribe`` of its own when the channel's slot leaves it (a failover, a
 migration): the subscriber is told, so the channel can be subscribed where it
 went.
@@ -57,7 +57,9 @@ class Subscriber(asyncio.Protocol):
     def __init__(self, events: SubscriberEvents) -> None:
         self._events = events
         self._parser = hiredis.Reader(encoding="utf-8", errors="replace", replyError=ResponseError)
-        self._sent: deque[tuple[str, str]] = deque()  # (command, channel) awaiting their answer, in order
+        # (command, channel, the command's number) awaiting their answer, in order
+        self._sent: deque[tuple[str, str, int]] = deque()
+        self._commands = 0  # commands sent so far: which channels one error answers
         self._waiting_since = 0.0  # when the oldest command awaiting its answer became the oldest
         self._login: deque[asyncio.Future[Any]] = deque()  # replies to the login commands, awaited first
         self.transport: asyncio.Transport | None = None
@@ -94,13 +96,24 @@ class Subscriber(asyncio.Protocol):
     def is_open(self) -> bool:
         return self.transport is not None and not self._gone
 
-    def send(self, command: str, channels: list[str]) -> None:
-        """One ``command`` per channel, all in one write."""
+    def send(self, command: str, channels: list[str], *, together: bool = False) -> None:
+        """``command`` for ``channels`` in one write: one command per channel, or one for all ``together``.
+
+        Sharded channels go one per command (a command's channels must share a slot, and each may
+        be refused on its own); classic ones may go together, which Redis counts as one command.
+        """
         if not channels or not self.is_open:
             return
         if not self._sent:
             self._waiting_since = time.monotonic()
-        self._sent.extend((command, channel) for channel in channels)
+        if together:
+            self._commands += 1
+            self._sent.extend((command, channel, self._commands) for channel in channels)
+            self.transport.write(hiredis.pack_command((command, *channels)))
+            return
+        first = self._commands + 1
+        self._commands += len(channels)
+        self._sent.extend((command, channel, first + i) for i, channel in enumerate(channels))
         self.transport.write(b"".join(hiredis.pack_command((command, channel)) for channel in channels))
 
     def data_received(self, data: bytes) -> None:
@@ -130,9 +143,13 @@ class Subscriber(asyncio.Protocol):
                     future.set_result(reply)
             return
         if isinstance(reply, ResponseError):
-            if self._sent:
-                command, channel = self._answered()
-                self._events.refused(command, channel, str(reply))
+            if self._sent:  # the error answers every channel of the oldest command
+                command, channel, number = self._answered()
+                refused = [(command, channel)]
+                while self._sent and self._sent[0][2] == number:
+                    refused.append(self._sent.popleft()[:2])
+                for command, channel in refused:
+                    self._events.refused(command, channel, str(reply))
             return
         # A hostile or broken server may send any shape: only lists that start with two strings are looked at.
         if not isinstance(reply, list) or len(reply) < 3:
@@ -147,13 +164,13 @@ class Subscriber(asyncio.Protocol):
         command = _CONFIRMATIONS.get(kind)
         if command is None:
             return
-        if self._sent and self._sent[0] == (command, channel):
+        if self._sent and self._sent[0][:2] == (command, channel):
             self._answered()
             self._events.confirmed(command, channel)
         elif command == "SUNSUBSCRIBE":
             self._events.dropped(channel)  # the server's own: the slot left this node
 
-    def _answered(self) -> tuple[str, str]:
+    def _answered(self) -> tuple[str, str, int]:
         self._waiting_since = time.monotonic()
         return self._sent.popleft()
 
