@@ -31,7 +31,8 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-tornado>=0.8.1",
-            "fakeredis[lua]>=2.20",
+            # TcpFakeServer pushing pub/sub messages to its clients (tests/fake_redis_server.py)
+            "fakeredis[lua]>=2.41",
             "openapi-spec-validator>=0.7",
             "hypothesis>=6.80",
             "websockets>=13.0",

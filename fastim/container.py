@@ -32,10 +32,11 @@ from fastim.infrastructure.memory.repositories import (
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses
+from fastim.infrastructure.redis.endpoint import Endpoint
 from fastim.infrastructure.redis.keys import CLUSTER, STANDALONE
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.presence import RedisPresenceRepository
-from fastim.infrastructure.redis.sentinel import make_sentinel, sentinel_client, sentinel_commands
+from fastim.infrastructure.redis.sentinel import make_sentinel, sentinel_client, sentinel_commands, sentinel_endpoint
 from fastim.infrastructure.redis.sharded_broker import ShardedBroker
 from fastim.infrastructure.sql.engine import make_engine
 from fastim.infrastructure.sql.presence import SqlPresenceRepository
@@ -93,7 +94,7 @@ class Container(containers.DeclarativeContainer):
 
     # One Redis (config.storage.redis_url), one watched by Sentinel, or a Redis Cluster.
     redis_sentinel = providers.Singleton(make_sentinel, config.storage.redis_sentinels)
-    # redis-py's client: pub/sub and the readiness PING (none on a cluster: the commands do both).
+    # redis-py's client: the readiness PING (none on a cluster: the commands do it).
     redis_client = providers.Selector(
         config.storage.redis_mode,
         single=providers.Singleton(make_client, config.storage.redis_url),
@@ -111,6 +112,15 @@ class Container(containers.DeclarativeContainer):
         ),
         cluster=providers.Singleton(ClusterCommands, providers.Callable(parse_addresses, config.storage.redis_cluster)),
     )
+    # Where the broker's pub/sub connection goes (on a cluster: to each shard, as the slot map says).
+    redis_endpoint = providers.Selector(
+        config.storage.redis_mode,
+        single=providers.Singleton(Endpoint, config.storage.redis_url),
+        sentinel=providers.Singleton(
+            sentinel_endpoint, redis_sentinel, config.storage.redis_sentinel_master, config.storage.redis_url
+        ),
+        cluster=providers.Object(None),
+    )
     redis_layout = providers.Selector(
         config.storage.redis_mode,
         single=providers.Object(STANDALONE),
@@ -123,8 +133,8 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(MemoryBroker),
         redis=providers.Selector(
             config.storage.redis_mode,
-            single=providers.Singleton(RedisBroker, redis_client, redis_commands),
-            sentinel=providers.Singleton(RedisBroker, redis_client, redis_commands),
+            single=providers.Singleton(RedisBroker, redis_endpoint, redis_commands),
+            sentinel=providers.Singleton(RedisBroker, redis_endpoint, redis_commands),
             cluster=providers.Singleton(ShardedBroker, redis_commands),
         ),
     )

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -23,8 +24,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process that this test run owns and stops by PID."""
 
-    def __init__(self, binary: str, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, binary: str, port: int | None = None, *, persistent: bool = False,
+                 args: Sequence[str] = (), password: str | None = None) -> None:
+        """``args``: more of redis-server's options (TLS, a unix socket, ...); ``password``: its requirepass."""
         self.binary = binary
+        self.args = list(args)
+        self.password = password
         # With an append-only file fsynced on every write, a restart keeps every acknowledged write.
         self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.port = port or free_port()
@@ -37,12 +42,13 @@ class RedisServer:
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", *self.persistence, "--dir", self._dir,
+                *(["--requirepass", self.password] if self.password else []), *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, password=self.password)
         try:
             while True:
                 try:
@@ -67,7 +73,7 @@ class RedisServer:
         self._process = None
 
     def flush(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=self.password)
         try:
             client.flushall()
         finally:

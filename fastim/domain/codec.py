@@ -83,7 +83,7 @@ def decode_message(payload: str | bytes) -> Message:
 def decode_event(payload: str | bytes) -> Event:
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise InvalidPayload(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidPayload("not a JSON object")
@@ -171,7 +171,7 @@ def encode_notice(notice: Notice) -> str:
 def decode_notice(payload: str | bytes) -> Notice:
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise InvalidPayload(f"not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("notice") not in ("sessions", "disconnect"):
         raise InvalidPayload("not a notice")

@@ -17,8 +17,10 @@ from fastim.infrastructure.memory.repositories import (
     MemoryStorage,
     MemoryTokenRepository,
 )
+from fastim.infrastructure.redis.batcher import CommandBatcher
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.endpoint import Endpoint
 from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses
 from fastim.infrastructure.redis.keys import CLUSTER
 from fastim.infrastructure.redis.sharded_broker import ShardedBroker
@@ -36,6 +38,7 @@ from fastim.infrastructure.redis.repositories import (
     RedisStorage,
     RedisTokenRepository,
 )
+from tests.fake_redis_server import FakeRedisServer
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Backend:
     tokens: Any
     storage: Any
     clock: Any
-    new_broker: Any  # () -> a Broker; two calls are two nodes on the same storage
+    new_broker: Any  # () -> a Broker; two calls are two nodes on the same storage (Redis: options of RedisBroker)
     raw: Any = None  # the underlying redis client, for assertions on keys
     anchor_index: bool = False  # anchors are found by an index, not by a bounded scan (SQL)
 
@@ -73,8 +76,11 @@ def _memory_backend() -> tuple[Backend, list]:
     return backend, [broker]
 
 
-def _redis_backend(name: str, new_client, new_commands=None) -> tuple[Backend, list]:
-    """The Redis adapters on ``new_client()``; their commands through ``new_commands()`` when given (as a node does)."""
+def _redis_backend(name: str, new_client, url: str, new_commands=None) -> tuple[Backend, list]:
+    """The Redis adapters on ``new_client()``; their commands through ``new_commands()`` when given (as a node does).
+
+    Brokers receive on a connection of their own to ``url``.
+    """
     client = new_client()
     closables: list = [client]
 
@@ -85,10 +91,14 @@ def _redis_backend(name: str, new_client, new_commands=None) -> tuple[Backend, l
         closables.append(connection)
         return connection
 
-    def new_broker():
-        broker_client = new_client()
-        broker = RedisBroker(broker_client, commands())
-        closables.extend([broker, broker_client])
+    def new_broker(**options):
+        connection = commands()
+        if connection is None:
+            broker_client = new_client()
+            closables.append(broker_client)
+            connection = CommandBatcher(broker_client)
+        broker = RedisBroker(Endpoint(url), connection, **options)
+        closables.append(broker)
         return broker
 
     shared = commands()
@@ -168,9 +178,11 @@ def backend(request, io_loop):
         backend, closables = _memory_backend()
     elif request.param == "fakeredis":
         server = fakeredis.FakeServer()
+        over_tcp = FakeRedisServer(server)
         backend, closables = _redis_backend(
-            "fakeredis", lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+            "fakeredis", lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True), over_tcp.url
         )
+        closables.insert(0, over_tcp)  # closed last
     elif request.param == "cluster":
         backend, closables = _cluster_backend(request.getfixturevalue("fresh_redis_cluster"))
     elif request.param == "sqlite":
@@ -183,7 +195,7 @@ def backend(request, io_loop):
     else:
         server = request.getfixturevalue("fresh_redis")
         backend, closables = _redis_backend(
-            "redis", lambda: make_client(server.url), lambda: PipelinedConnection(server.url)
+            "redis", lambda: make_client(server.url), server.url, lambda: PipelinedConnection(server.url)
         )
     yield backend
 

@@ -138,27 +138,22 @@ async def test_a_notice_reaches_every_node_that_watches_notices(backend):
 @pytest.mark.gen_test(timeout=20)
 @pytest.mark.parametrize("backend", ["fakeredis", pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
 async def test_a_connection_that_silently_stops_delivering_is_found_by_the_probe_and_replaced(backend):
-    from fastim.infrastructure.redis.broker import RedisBroker
-
-    broker = RedisBroker(backend.raw, probe_interval_s=0.1, probe_timeout_s=0.4,
-                         backoff_initial_seconds=0.01, backoff_cap_seconds=0.05)
+    broker = backend.new_broker(probe_interval_s=0.1, probe_timeout_s=0.4,
+                                backoff_initial_seconds=0.01, backoff_cap_seconds=0.05)
     resumed: list[frozenset] = []
     broker.on_resume(resumed.append)
     inbox = Inbox()
-    try:
-        await broker.subscribe("g1", inbox)
-        await wait_for(lambda: broker.healthy and broker._probe._sent_at is not None)
-        deliver = broker._deliver
+    await broker.subscribe("g1", inbox)
+    await wait_for(lambda: broker.healthy and broker._probe._count >= 1)  # probes go and come back
+    deliver = broker.message
 
-        async def silent(message):  # the connection stays up and delivers nothing: probes included
-            if broker.reconnects:
-                await deliver(message)
+    def silent(channel, data):  # the connection stays up and delivers nothing: probes included
+        if broker.reconnects:
+            deliver(channel, data)
 
-        broker._deliver = silent
-        await wait_for(lambda: not broker.healthy, timeout=5)
-        await wait_for(lambda: broker.reconnects == 1 and resumed == [frozenset({"g1"})], timeout=5)
-        await wait_for(lambda: broker.healthy, timeout=5)  # probes come back on the new connection
-        await backend.new_broker().publish(Message("g1", "1", "after", T0))
-        await wait_for(lambda: inbox.events)
-    finally:
-        await broker.close()
+    broker.message = silent
+    await wait_for(lambda: not broker.healthy, timeout=5)
+    await wait_for(lambda: broker.reconnects == 1 and resumed == [frozenset({"g1"})], timeout=5)
+    await wait_for(lambda: broker.healthy, timeout=5)  # probes come back on the new connection
+    await backend.new_broker().publish(Message("g1", "1", "after", T0))
+    await wait_for(lambda: inbox.events)

@@ -16,6 +16,7 @@ from fastim.infrastructure.memory.presence import MemoryPresenceRepository
 from fastim.infrastructure.redis.broker import RedisBroker
 from fastim.infrastructure.redis.client import make_client
 from fastim.infrastructure.redis.cluster import ClusterCommands, parse_addresses, slot_of
+from fastim.infrastructure.redis.endpoint import Endpoint
 from fastim.infrastructure.redis.keys import CLUSTER, STANDALONE
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 from fastim.infrastructure.redis.presence import RedisPresenceRepository
@@ -93,11 +94,10 @@ def presence(request, io_loop):
         backend = PresenceBackend("memory", MemoryPresenceRepository(clock, broker), broker, 1.0, clock=clock)
     elif request.param == "redis":
         url = request.getfixturevalue("fresh_redis").url
-        commands, raw, broker_client, broker_commands = (PipelinedConnection(url), make_client(url), make_client(url),
-                                                         PipelinedConnection(url))
-        broker = RedisBroker(broker_client, broker_commands)
+        commands, raw, broker_commands = PipelinedConnection(url), make_client(url), PipelinedConnection(url)
+        broker = RedisBroker(Endpoint(url), broker_commands)
         backend = PresenceBackend("redis", RedisPresenceRepository(None, commands), broker, 0.3, raw=raw)
-        closing = [commands.aclose, broker.close, broker_commands.aclose, broker_client.aclose, raw.aclose]
+        closing = [commands.aclose, broker.close, broker_commands.aclose, raw.aclose]
     elif request.param == "cluster":
         startup = parse_addresses(",".join(request.getfixturevalue("fresh_redis_cluster").startup_nodes))
         commands, broker_commands = ClusterCommands(startup), ClusterCommands(startup)

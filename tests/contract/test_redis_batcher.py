@@ -13,6 +13,7 @@ import redis.exceptions
 from fastim.domain.errors import StorageUnavailable
 from fastim.infrastructure.redis.batcher import CommandBatcher, LuaScript
 from fastim.infrastructure.redis.client import make_client
+from fastim.infrastructure.redis.endpoint import Endpoint
 from fastim.infrastructure.redis.pipeline import CommandInFlight, PipelinedConnection
 from fastim.infrastructure.redis.repositories import RedisMembershipRepository
 
@@ -207,9 +208,9 @@ async def test_a_closed_connection_refuses_commands():
 
 
 def test_tls_is_used_for_rediss_urls_only_with_the_urls_verification():
-    assert PipelinedConnection("redis://127.0.0.1:6390/0")._tls_context() is None
-    assert PipelinedConnection("unix:///tmp/redis.sock")._tls_context() is None
-    strict = PipelinedConnection("rediss://redis.example:6380/0")._tls_context()
+    assert Endpoint("redis://127.0.0.1:6390/0").tls_context() is None
+    assert Endpoint("unix:///tmp/redis.sock").tls_context() is None
+    strict = Endpoint("rediss://redis.example:6380/0").tls_context()
     assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
-    relaxed = PipelinedConnection("rediss://redis.example:6380/0?ssl_cert_reqs=none")._tls_context()
+    relaxed = Endpoint("rediss://redis.example:6380/0?ssl_cert_reqs=none").tls_context()
     assert relaxed.verify_mode == ssl.CERT_NONE and not relaxed.check_hostname

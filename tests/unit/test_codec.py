@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastim.domain.codec import InvalidPayload, decode_event, decode_message, encode_event, encode_message
+from fastim.domain.codec import InvalidPayload, decode_event, decode_message, decode_notice, encode_event, encode_message
 from fastim.domain.model import Message, Recall
 
 
@@ -51,8 +51,14 @@ def test_recall_events_round_trip():
         '{"groupId":"1","userId":"3","info":7,"ts":1}',
         '{"event":"explode","groupId":"1","userId":"3","ts":1}',
         b"\xff\xfe",
+        "[" * 100_000 + "]" * 100_000,
     ],
 )
 def test_invalid_payloads_are_refused(payload):
     with pytest.raises(InvalidPayload):
         decode_event(payload)
+
+
+def test_a_notice_nested_too_deep_for_the_parser_is_refused_not_raised():
+    with pytest.raises(InvalidPayload):
+        decode_notice('{"a":' * 100_000 + "1" + "}" * 100_000)

@@ -1,90 +1,115 @@
-"""The Redis broker: PUBLISH on ``mq:{groupId}``, and one pub/sub connection per node fanning events out."""
+"""The Redis broker: PUBLISH on ``mq:{groupId}``, and one pub/sub connection per node fanning events out.
+
+The pub/sub connection is a :class:`~fastim.infrastructure.redis.subscriber.Subscriber`:
+each read of the socket is parsed by hiredis at once and every message in it
+reaches the listeners right there, in the order Redis pushed them. Reading
+one message at a time through redis-py's ``PubSub`` cost a timeout, a retry
+wrapper and a task switch per message: about a fifth of a busy node's CPU.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
-
-import redis.asyncio as redis
-from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
+import time
+from collections.abc import Awaitable, Iterable
 
 from fastim.domain.codec import encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
-from fastim.infrastructure.listeners import call_each
+from fastim.infrastructure.listeners import call_each_now
 from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.backoff import BACKOFF_CAP_SECONDS, BACKOFF_INITIAL_SECONDS, backoff_seconds
-from fastim.infrastructure.redis.keys import NOTICES_CHANNEL, STANDALONE
-from fastim.infrastructure.redis.batcher import CommandBatcher, Commands
+from fastim.infrastructure.redis.batcher import Commands
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
+from fastim.infrastructure.redis.endpoint import Endpoint
+from fastim.infrastructure.redis.keys import NOTICES_CHANNEL, STANDALONE
+from fastim.infrastructure.redis.pipeline import CONNECT_TIMEOUT_SECONDS, REPLY_TIMEOUT_SECONDS
 from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Probe
+from fastim.infrastructure.redis.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
-# How long one read waits for a message before the reader looks at its own
-# state again (a failed SUBSCRIBE to retry, groups to add or drop).
-POLL_SECONDS = 1.0
+# A subscribe waits this long for Redis to confirm before the caller goes on (as on a cluster):
+# confirmed, events published from then on are delivered; later, the resume listeners read what
+# came meanwhile.
+SUBSCRIBE_WAIT_S = 2.0
+# Without news, the connection is looked at again this often (a (un)subscribe left unanswered).
+POLL_S = 1.0
 
 
 class RedisBroker:
-    """Publishes on the normal client; receives on one dedicated pub/sub connection.
+    """Publishes through the node's commands; receives on one pub/sub connection of its own.
 
     The connection subscribes to ``mq:{g}`` only while ``g`` has listeners on
-    this node, and to the notices channel once someone watches notices. A
-    reader task, started with the first subscription, decodes each payload
-    once and calls every listener of the group. It survives a bad payload, a
-    failing listener and the loss of Redis: it reconnects with capped
-    exponential backoff and subscribes again to every group that still has
-    listeners. Subscription changes cost O(changed groups): only channels
-    marked dirty since the last look are compared. A :class:`Probe` checks
-    the path end to end and has a silent connection replaced.
+    this node, and to the notices channel once someone watches notices. Each
+    payload is decoded once and every listener of the group called with it,
+    synchronously (an async listener's coroutine is started, in order). The
+    broker survives a bad payload, a failing listener and the loss of Redis:
+    it reconnects with capped exponential backoff (one warning per outage),
+    subscribes again to every channel that still has listeners and, once Redis
+    confirmed them all, hands the groups to the resume listeners. Subscription
+    changes cost O(changed groups): only channels marked dirty are looked at.
+    A :class:`Probe` checks the path end to end and has a silent connection
+    replaced; a (un)subscribe left unanswered for ``reply_timeout_s`` has it
+    replaced too.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
-        batcher: Commands | None = None,
+        endpoint: Endpoint,
+        commands: Commands,
         *,
-        poll_seconds: float = POLL_SECONDS,
+        subscribe_wait_s: float = SUBSCRIBE_WAIT_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_SECONDS,
+        reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
+        poll_s: float = POLL_S,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
         probe_interval_s: float = PROBE_INTERVAL_S,
         probe_timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
-        self._client = client
-        self._batcher = batcher or CommandBatcher(client)
-        self._poll_seconds = poll_seconds
+        self._endpoint = endpoint
+        self._commands = commands
+        self._subscribe_wait_s = subscribe_wait_s
+        self._connect_timeout_s = connect_timeout_s
+        self._reply_timeout_s = reply_timeout_s
+        self._poll_s = poll_s
         self._backoff_initial = backoff_initial_seconds
         self._backoff_cap = backoff_cap_seconds
         self._listeners: dict[str, list[EventListener]] = {}
         self._notice_listeners: list[NoticeListener] = []
-        self._pubsub: PubSub | None = None
-        self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
-        self._dirty: set[str] = set()  # channels whose listeners changed since the connection last looked
-        self._lock = asyncio.Lock()  # one actor at a time changes the connection's subscriptions
-        self._wakeup = asyncio.Event()  # set when the reader may have something to read
-        self._reader: asyncio.Task[None] | None = None
-        self._broken = ""  # why the reader must reconnect (a caller's SUBSCRIBE failed, the probe is silent)
-        self._down = False  # the reader is recovering; callers leave subscribing to it
-        self._failures = 0
-        self._reconnects = 0
         self._resume_listeners: list[ResumeListener] = []
+        self._subscriber: Subscriber | None = None
+        self._subscribed: set[str] = set()  # channels Redis confirmed on the current connection
+        self._sent: set[str] = set()  # channels whose (un)subscribe awaits its answer
+        self._dirty: set[str] = set()  # channels whose listeners changed since the connection last looked
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}  # callers awaiting a channel's confirmation
+        self._to_resume: set[str] = set()  # groups confirmed late, with nobody waiting: they catch up
+        self._spawned: set[asyncio.Task[None]] = set()  # async listeners running
+        self._wakeup = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self._down = False  # the connection was lost (or never made): events may have been missed
+        self._resubscribing = False  # reconnected: the resume listeners wait for the last confirmation
+        self._failures = 0  # failed connections in a row
+        self._retry_at = 0.0
+        self._reconnects = 0
         self._closed = False
         self._probe = Probe(
-            publish=lambda channel, payload: self._batcher.execute("PUBLISH", channel, payload),
-            active=lambda: self._pubsub is not None and not self._down and self._probe.channel in self._subscribed,
+            publish=lambda channel, payload: self._commands.execute("PUBLISH", channel, payload),
+            active=lambda: self._subscriber is not None and self._probe.channel in self._subscribed,
             on_silence=self._silenced,
             interval_s=probe_interval_s,
             timeout_s=probe_timeout_s,
         )
 
+    # -- the Broker port -----------------------------------------------------------------------
+
     @property
     def subscribed_groups(self) -> frozenset[str]:
-        """The groups whose channel is subscribed on Redis right now."""
-        return _groups_of(self._subscribed)
+        """The groups with listeners whose channel Redis confirmed on the current connection."""
+        groups = map(STANDALONE.group_of_channel, self._subscribed)
+        return frozenset(group for group in groups if group in self._listeners)
 
     @property
     def healthy(self) -> bool:
@@ -102,7 +127,7 @@ class RedisBroker:
     async def publish(self, event: Event) -> None:
         channel = STANDALONE.channel(event.group_id)
         with storage_errors(f"publish to {channel}"):
-            await self._batcher.execute("PUBLISH", channel, encode_event(event))
+            await self._commands.execute("PUBLISH", channel, encode_event(event))
 
     async def subscribe(self, group_id: str, listener: EventListener) -> None:
         await self.subscribe_many((group_id,), listener)
@@ -111,18 +136,21 @@ class RedisBroker:
         await self.unsubscribe_many((group_id,), listener)
 
     async def subscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
-        """Register ``listener`` on each group; it stays registered even when Redis cannot be told now.
+        """Register ``listener`` on each group; wait (a bounded time) until Redis confirms the new channels.
 
-        Registering first means a failed SUBSCRIBE loses nothing: the reader
-        subscribes every group with listeners once Redis answers again.
+        Registering first means a failed SUBSCRIBE loses nothing: the channel is
+        subscribed once Redis answers again, and its group handed to the resume
+        listeners. While the connection is down, nobody waits.
         """
         if self._closed:
             raise RuntimeError("the broker is closed")
+        channels = []
         for group_id in group_ids:
             self._listeners.setdefault(group_id, []).append(listener)
-            self._dirty.add(STANDALONE.channel(group_id))
-        self._dirty.add(self._probe.channel)
-        await self._changed()
+            channel = STANDALONE.channel(group_id)
+            if channel not in self._subscribed or channel in self._sent:
+                channels.append(channel)
+        await self._want(channels)
 
     async def unsubscribe_many(self, group_ids: Iterable[str], listener: EventListener) -> None:
         changed = False
@@ -137,180 +165,263 @@ class RedisBroker:
                 changed = True
         if changed:
             self._dirty.add(self._probe.channel)
-            await self._sync_for_caller()
+            self._sync()
 
     async def notify(self, notice: Notice) -> None:
         with storage_errors(f"publish to {NOTICES_CHANNEL}"):
-            await self._batcher.execute("PUBLISH", NOTICES_CHANNEL, encode_notice(notice))
+            await self._commands.execute("PUBLISH", NOTICES_CHANNEL, encode_notice(notice))
 
     async def watch_notices(self, listener: NoticeListener) -> None:
         if self._closed:
             raise RuntimeError("the broker is closed")
         self._notice_listeners.append(listener)
-        self._dirty.update((NOTICES_CHANNEL, self._probe.channel))
-        await self._changed()
+        pending = NOTICES_CHANNEL not in self._subscribed or NOTICES_CHANNEL in self._sent
+        await self._want([NOTICES_CHANNEL] if pending else [])
 
-    async def _changed(self) -> None:
-        self._start_reader()
+    async def close(self) -> None:
+        """Stop the keeper and close the pub/sub connection; the commands stay open. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            # wait() neither re-raises the keeper's cancellation nor swallows ours.
+            await asyncio.wait([keeper])
+        await self._probe.close()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            subscriber.close("closing")
+        self._release_waiters()
+        for task in list(self._spawned):
+            task.cancel()
+
+    # -- what the subscriber reports (SubscriberEvents) ------------------------------------------
+
+    def message(self, channel: str, data: str) -> None:
+        group_id = STANDALONE.group_of_channel(channel)
+        if group_id is not None:
+            event = payloads.group_event(channel, group_id, data)
+            if event is not None:
+                call_each_now(self._listeners.get(group_id, ()), group_id, event,
+                              failure="a listener of group %s failed", failure_args=(group_id,), spawn=self._spawn)
+        elif channel == self._probe.channel:
+            self._probe.received()
+        elif channel == NOTICES_CHANNEL:
+            notice = payloads.notice(data)
+            if notice is not None:
+                call_each_now(self._notice_listeners, notice, failure="a notice listener failed", spawn=self._spawn)
+
+    def confirmed(self, command: str, channel: str) -> None:
+        self._sent.discard(channel)
+        if command == "SUBSCRIBE":
+            self._subscribed.add(channel)
+            self._took_effect(channel)
+        else:
+            self._subscribed.discard(channel)
+        if self._wants(channel) != (channel in self._subscribed):
+            self._dirty.add(channel)  # wanted again, or no longer, while the command was on its way
+            self._wakeup.set()
+        if self._resubscribing and not self._sent:
+            self._resubscribed()
+
+    def refused(self, command: str, channel: str, error: str) -> None:
+        # A standalone Redis refuses a SUBSCRIBE only when something is wrong with the connection
+        # (an ACL, a server in a strange state): start again on a new one, with backoff.
+        if self._subscriber is not None:
+            self._subscriber.close(f"redis refused {command} {channel}: {error}")
+
+    def dropped(self, channel: str) -> None:
+        # Only a cluster unsubscribes by itself; should a server do it, the channel is subscribed again.
+        self._subscribed.discard(channel)
+        self._dirty.add(channel)
         self._wakeup.set()
-        await self._sync_for_caller()
+
+    def lost(self, reason: str) -> None:
+        subscriber = self._subscriber
+        if subscriber is None or subscriber.is_open:
+            return  # a connection still being opened failed: its opener hears of it
+        self._subscriber = None
+        self._subscribed = set()
+        self._sent = set()
+        self._probe.reset()
+        if not self._closed:
+            self._failed(reason)
+
+    # -- keeping the connection -------------------------------------------------------------------
+
+    async def _want(self, channels: list[str]) -> None:
+        self._start()
+        self._dirty.update(channels)
+        self._dirty.add(self._probe.channel)
+        waiters = [] if self._down else [self._waiter(channel) for channel in channels]
+        self._sync()
+        if not waiters:
+            return
+        try:
+            _, pending = await asyncio.wait(waiters, timeout=self._subscribe_wait_s)
+        finally:
+            for waiter in waiters:  # not confirmed in time: the confirmation, when it comes, resumes the group
+                waiter.cancel()
+        if pending:
+            logger.warning("redis did not confirm %d of %d subscriptions within %g s; they follow when it does",
+                           len(pending), len(waiters), self._subscribe_wait_s)
+
+    def _waiter(self, channel: str) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        return waiter
+
+    def _release_waiters(self) -> None:
+        """Nobody waits for a connection that may take a while: the resume listeners catch up instead."""
+        waiters, self._waiters = self._waiters, {}
+        for waiting in waiters.values():
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _start(self) -> None:
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep(), name="fastim-redis-broker")
+            self._probe.start()
+
+    def _wanted(self) -> bool:
+        return bool(self._listeners or self._notice_listeners)
 
     def _wants(self, channel: str) -> bool:
         if channel == NOTICES_CHANNEL:
             return bool(self._notice_listeners)
         if channel == self._probe.channel:
-            return bool(self._listeners or self._notice_listeners)
+            return self._wanted()
         group_id = STANDALONE.group_of_channel(channel)
         return group_id is not None and group_id in self._listeners
 
-    async def close(self) -> None:
-        """Stop the reader and close the pub/sub connection; the client stays open. Idempotent."""
-        if self._closed:
+    def _sync(self) -> None:
+        """Send what makes the connection's subscriptions match the listeners, for the channels marked dirty."""
+        subscriber = self._subscriber
+        if subscriber is None:
+            self._wakeup.set()  # the keeper connects, and then looks at every channel
             return
-        self._closed = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            # wait() neither re-raises the reader's cancellation nor swallows ours.
-            await asyncio.wait([reader])
-        await self._probe.close()
-        async with self._lock:
-            await self._drop_connection()
+        dirty, self._dirty = self._dirty, set()
+        added, removed = [], []
+        for channel in dirty:
+            if channel in self._sent:
+                continue  # looked at again when its answer comes
+            wanted, subscribed = self._wants(channel), channel in self._subscribed
+            if wanted and not subscribed:
+                added.append(channel)
+            elif subscribed and not wanted:
+                removed.append(channel)
+        self._sent.update(added)
+        self._sent.update(removed)
+        subscriber.send("SUBSCRIBE", added, together=True)  # 20,000 groups of a list: one command
+        subscriber.send("UNSUBSCRIBE", removed, together=True)
 
-    def _silenced(self) -> None:
-        """The probe says the connection stopped delivering: make the reader replace it."""
-        self._broken = "no probe came back"
+    async def _keep(self) -> None:
+        """Open a connection while listeners want one (after the backoff); give up one that stopped answering."""
+        while not self._closed:
+            self._wakeup.clear()
+            try:
+                if self._subscriber is None:
+                    if self._wanted() and time.monotonic() >= self._retry_at:
+                        await self._connect()
+                elif self._subscriber.stalled(self._reply_timeout_s):
+                    self._subscriber.close(f"redis answered no (un)subscribe for {self._reply_timeout_s:g} s")
+                else:
+                    self._sync()
+            except Exception as exc:  # a bug: start again on a new connection, after the backoff
+                logger.exception("keeping the redis pub/sub connection failed; reconnecting")
+                if self._subscriber is not None:
+                    self._subscriber.close(describe(exc))
+                else:
+                    self._failed(describe(exc))
+            try:
+                async with asyncio.timeout(self._next_look()):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _next_look(self) -> float:
+        if self._subscriber is None and self._wanted():
+            return max(0.01, min(self._poll_s, self._retry_at - time.monotonic()))
+        return self._poll_s
+
+    async def _connect(self) -> None:
+        try:
+            subscriber = await Subscriber.open(self, self._endpoint, self._connect_timeout_s)
+        except Exception as exc:
+            if not isinstance(exc, STORAGE_ERRORS):
+                logger.exception("opening the redis pub/sub connection failed")
+            self._failed(describe(exc))
+            return
+        if self._closed:
+            subscriber.close("closing")
+            return
+        if not subscriber.is_open:  # lost before it was ours: its report went unheard
+            self._failed(subscriber.lost_because)
+            return
+        self._subscriber = subscriber
+        self._resubscribing = self._down
+        self._dirty = {STANDALONE.channel(group_id) for group_id in self._listeners}
+        self._dirty.update((NOTICES_CHANNEL, self._probe.channel))
+        self._sync()
+        if self._resubscribing and not self._sent:
+            self._resubscribed()
+
+    def _failed(self, reason: str) -> None:
+        self._down = True
+        self._resubscribing = False
+        self._failures += 1
+        if self._failures == 1:
+            logger.warning("redis pub/sub connection lost (%s); reconnecting", reason)
+        else:  # one warning per outage, not one per attempt
+            logger.debug("redis pub/sub reconnect attempt %d failed: %s", self._failures, reason)
+        self._retry_at = time.monotonic() + backoff_seconds(self._failures, self._backoff_initial, self._backoff_cap)
+        self._release_waiters()
         self._wakeup.set()
 
-    def _start_reader(self) -> None:
-        self._probe.start()
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(
-                self._read_forever(), name="fastim-redis-broker-reader"
-            )
+    def _silenced(self) -> None:
+        """The probe says the connection stopped delivering: replace it."""
+        if self._subscriber is not None:
+            self._subscriber.close("no probe came back")
 
-    async def _sync_for_caller(self) -> None:
-        if self._closed or self._down:
-            return  # the reader resubscribes when it is back
-        try:
-            await self._sync()
-        except STORAGE_ERRORS as exc:
-            logger.warning("redis pub/sub unavailable (%s); the reader will resubscribe", describe(exc))
-            self._broken = "a SUBSCRIBE or UNSUBSCRIBE failed"
+    # -- catching up ---------------------------------------------------------------------------
 
-    async def _sync(self) -> None:
-        """Make the connection's subscriptions match the listeners, for the channels marked dirty."""
-        async with self._lock:
-            if self._closed:
-                return
-            if self._pubsub is None:
-                self._pubsub = self._client.pubsub()
-                self._subscribed = set()
-                self._probe.reset()
-                self._dirty = {STANDALONE.channel(g) for g in self._listeners}
-                self._dirty.update((NOTICES_CHANNEL, self._probe.channel))
-            dirty, self._dirty = self._dirty, set()
-            try:
-                added = sorted(c for c in dirty if c not in self._subscribed and self._wants(c))
-                removed = sorted(c for c in dirty if c in self._subscribed and not self._wants(c))
-                if added:
-                    await self._pubsub.subscribe(*added)
-                    self._subscribed.update(added)
-                if removed:
-                    await self._pubsub.unsubscribe(*removed)
-                    self._subscribed.difference_update(removed)
-            except BaseException:
-                self._dirty |= dirty  # looked at again on the next try
-                raise
-
-    async def _drop_connection(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        self._subscribed = set()
-        self._broken = ""
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except Exception as exc:  # the connection is being thrown away anyway
-                logger.debug("closing the pub/sub connection failed: %s", describe(exc))
-
-    async def _read_forever(self) -> None:
-        while not self._closed:
-            try:
-                await self._read_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failures += 1
-                if not isinstance(exc, STORAGE_ERRORS):
-                    logger.exception("redis pub/sub reader failed; reconnecting")
-                elif self._failures == 1:
-                    logger.warning("redis pub/sub connection lost (%s); reconnecting", describe(exc))
-                else:  # one warning per outage, not one per attempt
-                    logger.debug("redis pub/sub reconnect attempt %d failed: %s", self._failures, describe(exc))
-                self._down = True
-                async with self._lock:
-                    await self._drop_connection()
-                await asyncio.sleep(self._backoff_seconds())
-
-    async def _read_once(self) -> None:
-        if not self._listeners and not self._notice_listeners:
-            # Nothing subscribed, nothing to read: sleep until a subscribe.
-            self._wakeup.clear()
-            await self._wakeup.wait()
+    def _took_effect(self, channel: str) -> None:
+        """A SUBSCRIBE was confirmed: wake its callers or, when none waits, let the group catch up."""
+        waiting = [waiter for waiter in self._waiters.pop(channel, ()) if not waiter.done()]
+        for waiter in waiting:
+            waiter.set_result(None)
+        if waiting or self._resubscribing:
             return
-        if self._broken:
-            raise RedisConnectionError(self._broken)
-        if self._pubsub is None or self._dirty or self._lock.locked():
-            await self._sync()  # under the lock: a caller's SUBSCRIBE in flight is waited for
-            if self._down:
-                groups = _groups_of(self._subscribed)
-                logger.info(
-                    "redis pub/sub reconnected after %d failed attempts; %d groups subscribed",
-                    self._failures,
-                    len(groups),
-                )
-                self._down = False
-                self._failures = 0
-                self._reconnects += 1
-                await self._resumed(groups)
-        pubsub = self._pubsub
-        if pubsub is None:
-            return
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._poll_seconds)
-        if message is not None:
-            await self._deliver(message)
+        group_id = STANDALONE.group_of_channel(channel)
+        if group_id is not None and group_id in self._listeners:
+            if not self._to_resume:
+                asyncio.get_running_loop().call_soon(self._resume_late)
+            self._to_resume.add(group_id)
 
-    async def _resumed(self, groups: frozenset[str]) -> None:
-        """Let the resume listeners catch up; what arrives on the channels meanwhile waits for them."""
-        await call_each(self._resume_listeners, groups, failure="a resume listener failed")
+    def _resume_late(self) -> None:
+        groups, self._to_resume = frozenset(self._to_resume), set()
+        if groups and not self._closed:
+            call_each_now(self._resume_listeners, groups, failure="a resume listener failed", spawn=self._spawn)
 
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
-        channel = message.get("channel")
-        if channel == self._probe.channel:
-            self._probe.received()
-            return
-        if channel == NOTICES_CHANNEL:
-            await self._deliver_notice(message.get("data", ""))
-            return
-        group_id = STANDALONE.group_of_channel(channel) if channel is not None else None
-        if group_id is None:
-            return
-        event = payloads.group_event(channel, group_id, message.get("data", ""))
-        if event is None:
-            return
-        listeners = self._listeners.get(group_id, ())
-        await call_each(listeners, group_id, event, failure="a listener of group %s failed", failure_args=(group_id,))
+    def _resubscribed(self) -> None:
+        """Every channel is subscribed again after a loss: the resume listeners read what was missed."""
+        self._resubscribing = False
+        groups = self.subscribed_groups
+        logger.info("redis pub/sub reconnected after %d failed attempts; %d groups subscribed",
+                    self._failures, len(groups))
+        self._down = False
+        self._failures = 0
+        self._reconnects += 1
+        call_each_now(self._resume_listeners, groups, failure="a resume listener failed", spawn=self._spawn)
 
-    async def _deliver_notice(self, payload: str) -> None:
-        notice = payloads.notice(payload)
-        if notice is not None:
-            await call_each(self._notice_listeners, notice, failure="a notice listener failed")
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._finished)
 
-    def _backoff_seconds(self) -> float:
-        return backoff_seconds(self._failures, self._backoff_initial, self._backoff_cap)
-
-
-def _groups_of(channels: Iterable[str]) -> frozenset[str]:
-    return frozenset(g for g in map(STANDALONE.group_of_channel, channels) if g is not None)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._spawned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("an async listener failed", exc_info=task.exception())

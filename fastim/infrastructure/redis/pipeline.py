@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
-from redis.connection import Connection, SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fastim.infrastructure.redis.batcher import LuaScript, Server, run_script
+from fastim.infrastructure.redis.endpoint import Address, Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +45,6 @@ def _reply_error(message: str) -> Exception:
     if message.startswith("READONLY"):
         return ReadOnlyReplica(message)
     return ResponseError(message)
-
-
-# Where to connect, asked again before every connection: Sentinel's answer for a failover-managed master.
-Address = Callable[[], Awaitable[tuple[str, int]]]
 
 
 class _Protocol(asyncio.Protocol):
@@ -191,8 +186,7 @@ class PipelinedConnection:
         learns the run_id of the process it reached (the writer of :class:`Server`).
         ``expect_master``: a server whose ROLE is not master is refused at connect.
         """
-        self._options = parse_url(url)
-        self._address = address
+        self._endpoint = Endpoint(url, address=address)
         self._replicated = replicated
         self._expect_master = expect_master
         self._connect_timeout = connect_timeout
@@ -313,45 +307,13 @@ class PipelinedConnection:
             self._flush()
 
     async def _open(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
-        options = self._options
-
-        def protocol_factory() -> _Protocol:
-            return _Protocol(self._lost)
-
-        if self._address is not None:
-            host, port = await self._address()
-            _, protocol = await loop.create_connection(protocol_factory, host, port, ssl=self._tls_context())
-        elif "path" in options:
-            _, protocol = await loop.create_unix_connection(protocol_factory, options["path"])
-        else:
-            _, protocol = await loop.create_connection(
-                protocol_factory, options.get("host", "localhost"), options.get("port", 6379),
-                ssl=self._tls_context(),
-            )
-        return protocol
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        options = self._options
-        if not issubclass(options.get("connection_class", Connection), SSLConnection):  # rediss://
-            return None
-        # The URL's TLS options that redis-py's own connections honour: CA, client certificate, verification.
-        context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-        if options.get("ssl_certfile"):
-            context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-        if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return await self._endpoint.open(lambda: _Protocol(self._lost))
 
     async def _introduce(self, protocol: _Protocol) -> None:
         """AUTH and SELECT as the URL asks, before any queued command; then Redis's clock, against ours."""
-        commands: list[tuple[Any, ...]] = []
-        password, username = self._options.get("password"), self._options.get("username")
-        if password:
-            commands.append(("AUTH", username, password) if username else ("AUTH", password))
-        if self._options.get("db"):
-            commands.append(("SELECT", self._options["db"]))
+        commands = self._endpoint.login()
+        if self._endpoint.database:
+            commands.append(("SELECT", self._endpoint.database))
         if self._expect_master:
             commands.append(("ROLE",))
         if self._replicated:

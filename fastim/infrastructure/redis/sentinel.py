@@ -4,9 +4,10 @@ Both paths follow a failover on their own. The pipelined commands
 (:class:`~fastim.infrastructure.redis.pipeline.PipelinedConnection`) lose
 their connection when the master dies, and the next command asks the
 sentinels again and checks ROLE before using the server; a write that reaches
-a demoted master (``READONLY``) drops the connection too. The pub/sub client
-is redis-py's own Sentinel-managed client, whose reconnects ask the sentinels.
-The URL gives what the sentinels do not: password, database, TLS.
+a demoted master (``READONLY``) drops the connection too. The broker's
+pub/sub connection loses its connection too (or its probe goes unanswered),
+and each reconnect asks the sentinels. The URL gives what the sentinels do
+not: password, database, TLS.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fastim.infrastructure.redis.client import NO_RETRY, STORAGE_ERRORS, connection_options, describe
 from fastim.infrastructure.redis.cluster import parse_addresses
+from fastim.infrastructure.redis.endpoint import Address, Endpoint
 from fastim.infrastructure.redis.pipeline import PipelinedConnection
 
 # A sentinel that does not answer within this is skipped for the next one.
@@ -43,21 +45,35 @@ def make_sentinel(addresses: str) -> Sentinel:
 
 
 def sentinel_client(sentinel: Sentinel, master: str, url: str) -> redis.Redis:
-    """redis-py's client of the current master (pub/sub, the readiness PING)."""
+    """redis-py's client of the current master (the readiness PING)."""
     options: dict[str, Any] = {
         key: value for key, value in parse_url(url).items() if key in ("username", "password", "db")
     }
     return sentinel.master_for(master, **connection_options(), **options)
 
 
-def sentinel_commands(sentinel: Sentinel, master: str, url: str) -> PipelinedConnection:
-    """The pipelined commands, on whichever server the sentinels name as master when connecting."""
+def master_address(sentinel: Sentinel, master: str) -> Address:
+    """Where the sentinels say ``master`` is, asked each time a connection opens."""
 
     async def address() -> tuple[str, int]:
         host, port = await sentinel.discover_master(master)
         return str(host), int(port)
 
-    return PipelinedConnection(url, address=address, replicated=True, expect_master=True)
+    return address
+
+
+def sentinel_commands(sentinel: Sentinel, master: str, url: str) -> PipelinedConnection:
+    """The pipelined commands, on whichever server the sentinels name as master when connecting."""
+    return PipelinedConnection(url, address=master_address(sentinel, master), replicated=True, expect_master=True)
+
+
+def sentinel_endpoint(sentinel: Sentinel, master: str, url: str) -> Endpoint:
+    """The broker's pub/sub connections, to whichever server the sentinels name as master when connecting.
+
+    No ROLE check: a replica carries the master's PUBLISHes too, and a server the master no
+    longer reaches delivers no probe, so the broker connects again.
+    """
+    return Endpoint(url, address=master_address(sentinel, master))
 
 
 async def check_master(sentinel: Sentinel, master: str) -> None:

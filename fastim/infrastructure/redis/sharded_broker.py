@@ -32,6 +32,7 @@ from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage
 from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.backoff import backoff_seconds
 from fastim.infrastructure.redis.cluster import Address, ClusterCommands, slot_of
+from fastim.infrastructure.redis.endpoint import Endpoint
 from fastim.infrastructure.redis.keys import CLUSTER, NOTICES_CHANNEL, Layout
 from fastim.infrastructure.redis.probe import PROBE_INTERVAL_S, PROBE_PREFIX, PROBE_TIMEOUT_S, Probe
 from fastim.infrastructure.redis.subscriber import Subscriber
@@ -168,7 +169,7 @@ class _Shard:
 
     async def connect(self) -> None:
         try:
-            subscriber = await Subscriber.open(self, *self.address, timeout=CONNECT_TIMEOUT_S)
+            subscriber = await Subscriber.open(self, Endpoint.at(*self.address), timeout=CONNECT_TIMEOUT_S)
         except (*STORAGE_ERRORS, TimeoutError) as exc:
             self.failures += 1
             self.retry_at = time.monotonic() + backoff_seconds(self.failures)
