@@ -125,3 +125,37 @@ def test_a_well_formed_resume_query_is_taken():
     assert parse_resume({"since": "42", "epoch": "0a1b2c3d"}) == (42, "0a1b2c3d")
     assert parse_resume({"since": "0", "epoch": ""}) == (0, None)
     assert parse_resume({}) == (None, None)
+
+
+class LateReplies(MemoryMessageRepository):
+    """Reads storage at once and answers 20 ms later: a reply still on its way while events are published."""
+
+    async def newest(self, group_id, count):
+        page = await super().newest(group_id, count)
+        await asyncio.sleep(0.02)
+        return page
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("stored_before_read", [0, 2])
+async def test_events_published_between_the_read_and_the_first_one_heard_are_in_the_opening(stored_before_read):
+    """The node hears its first event of the group (seq 5) while the socket's read (at seq 0 or 2) is on its
+    way back, and not the ones between: its subscription took effect late. The opening brings them."""
+    clock = ManualClock()
+    messages = Messages(LateReplies(clock), clock, message_timeout=600, list_num=3, recall_time_limit=60,
+                        recover_max=50)
+    metrics = Metrics(object())
+    forwarded = []
+    sequencer = Sequencer(messages, lambda group, event: forwarded.append(event), metrics)
+    recovery = Recovery(messages, sequencer, metrics)
+    sent = [await messages.post("g", "u", f"m{i}") for i in range(stored_before_read)]
+    read = asyncio.ensure_future(recovery.opening("g", None, None))
+    await asyncio.sleep(0.005)  # read in storage, its reply on the way
+    sent += [await messages.post("g", "u", f"m{i}") for i in range(stored_before_read, 5)]
+    sequencer.accept("g", sent[4])  # the first event the node hears: seq 5
+    opening = await read
+    assert opening.seq == 4 and opening.epoch == sent[0].id.split("-")[0]
+    assert [e.seq for e in opening.events] == [1, 2, 3, 4]  # the newest stored before the read, then the bridge
+    assert forwarded == [sent[4]]  # live from seq 5 on: the socket's floor (4) lets it through, once
+    later = await recovery.opening("g", None, None)  # a read that covers the first event heard needs no bridge
+    assert later.seq == 5 and [e.seq for e in later.events] == [3, 4, 5]

@@ -74,13 +74,32 @@ class Recovery:
             same_stream = since == 0 or (epoch is not None and epoch == tail.epoch)
             if same_stream and tail.complete and since <= tail.seq:
                 events = [event for event in tail.events if event.seq is not None and event.seq > since]
-                self._sequencer.baseline(group_id, tail.epoch, tail.seq)
-                return Opening(events, tail.total, tail.seq, tail.epoch, recovered=True)
+                return await self._bridged(group_id, Opening(events, tail.total, tail.seq, tail.epoch, recovered=True))
         page = await self._shared(
             self._pages, group_id, 0, forwarded, lambda: self._messages.latest(group_id), fits=lambda _, page: True
         )
-        self._sequencer.baseline(group_id, page.epoch, page.seq)
-        return Opening(list(page.messages), page.total, page.seq, page.epoch, recovered=None if since is None else False)
+        opening = Opening(list(page.messages), page.total, page.seq, page.epoch, recovered=None if since is None else False)
+        return await self._bridged(group_id, opening)
+
+    async def _bridged(self, group_id: str, opening: Opening) -> Opening:
+        """``opening``, and the events between its read and the first one the node forwarded, if any.
+
+        See :meth:`Sequencer.baseline`: the node may have begun forwarding the
+        group's events past the read's position. The socket gets what lies
+        between in its opening frame, whose ``seq`` is then the event before
+        the first forwarded one, so that nothing is missed or sent twice.
+        """
+        began = self._sequencer.baseline(group_id, opening.epoch, opening.seq)
+        if began is None:
+            return opening
+        epoch, first = began
+        since = opening.seq if opening.epoch == epoch else 0
+        tail = await self._messages.tail(group_id, since)
+        if tail.epoch != epoch:
+            return opening  # the stream restarted since: the Sequencer's repair follows the new one
+        bridge = [event for event in tail.events if event.seq is not None and since < event.seq < first]
+        recovered = opening.recovered if tail.complete or opening.recovered is None else False
+        return Opening([*opening.events, *bridge], tail.total, first - 1, epoch, recovered)
 
     async def _shared(
         self,

@@ -40,18 +40,37 @@ class Sequencer:
         self._last: dict[str, tuple[str, int]] = {}  # group -> (epoch, seq) of the last event forwarded
         self._held: dict[str, list[Event]] = {}  # group -> events waiting for a repair, as they came
         self._repairs: dict[str, asyncio.Task[None]] = {}
+        # group -> (epoch, seq) of the first event forwarded, when it came before any read placed the stream
+        self._began: dict[str, tuple[str, int]] = {}
 
     def last(self, group_id: str) -> tuple[str, int] | None:
         return self._last.get(group_id)
 
-    def baseline(self, group_id: str, epoch: str, seq: int) -> None:
-        """Where a snapshot read from storage found the stream: the start, when nothing came through yet."""
+    def baseline(self, group_id: str, epoch: str, seq: int) -> tuple[str, int] | None:
+        """Where a read from storage found the stream at (epoch, seq): the start, when nothing came through yet.
+
+        When the node's forwarding began, before any read, with an event past the
+        one after ``seq``, the events between were published after the read and
+        before the node heard the group's channel (a subscription Redis had not
+        confirmed yet): nothing forwards them. The first forwarded event's
+        (epoch, seq) is returned then, and the caller's opening must bring what
+        lies between itself; None when nothing is missing.
+        """
         if group_id not in self._last:
             self._last[group_id] = (epoch, seq)
+            return None
+        began = self._began.get(group_id)
+        if began is None:
+            return None
+        began_epoch, began_seq = began
+        if (epoch == began_epoch and seq + 1 < began_seq) or (not epoch and began_seq > 1):  # "": nothing stored yet
+            return began
+        return None
 
     def forget(self, group_id: str) -> None:
         """The node left the group: what it knew of the stream is stale from now on."""
         self._last.pop(group_id, None)
+        self._began.pop(group_id, None)
         self._held.pop(group_id, None)
         repair = self._repairs.pop(group_id, None)
         if repair is not None:
@@ -69,6 +88,8 @@ class Sequencer:
         epoch = epoch_of(event) or (last[0] if last else "")
         if last is None or (epoch != last[0] and seq == 1):
             self._last[group_id] = (epoch, seq)  # the first event heard, or a restarted stream's first
+            if last is None:
+                self._began[group_id] = (epoch, seq)  # what came before it, an opening brings (baseline)
             self._forward(group_id, event)
         elif epoch != last[0]:
             # A restarted (or new) stream heard past its start: its first events went out on other
