@@ -37,6 +37,8 @@ E = TypeVar("E")
 # HTTP statuses of a refused handshake worth retrying: overloaded, or a proxy whose upstream restarts.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CLOSE_NORMAL = 1000
+# A send woken for a connection that was lost before it ran looks again after this long.
+RELOOK_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -213,13 +215,25 @@ class Stream(Generic[E]):
             self._first.set_result(None)
 
     async def connection(self, timeout: float) -> ClientConnection | None:
-        """The current connection once it has opened, waiting up to ``timeout``; None if the stream ended."""
-        if self._end is None:
+        """The current connection once it has opened, waiting up to ``timeout``; None if the stream ended.
+
+        A connection that opened and was lost again before this waiter ran is
+        waited past: the next one counts, within the same ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._end is None:
+            ws = self._ws
+            if ws is not None and self._ready.is_set():
+                return ws
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 return None
-        return None if self._end is not None else self._ws
+            if self._ws is None and self._end is None:
+                # Woken for a connection already lost: its loss clears the event; look again shortly.
+                await asyncio.sleep(RELOOK_S)
+        return None
 
     def abandon(self, ws: ClientConnection, error: FastimError) -> None:
         """Give up on ``ws`` (it stopped answering): fail what waits on it now, close it, reconnect."""

@@ -34,6 +34,7 @@ from fastim.client import (
     Unreachable,
 )
 from fastim.client.backoff import BackoffPolicy
+from fastim.client.stream import Stream
 
 STEP_S = 5.0  # the most one step of a scenario may take on a loaded machine
 FAST = StreamOptions(backoff=BackoffPolicy(base=0.01, cap=0.05), open_timeout=2.0, answer_timeout=2.0,
@@ -370,3 +371,26 @@ async def test_a_node_that_stops_answering_sends_is_left_and_resumed():
         assert asyncio.get_running_loop().time() - started < 3
         assert (await chat.send("answered")).seq == 1
         assert len(node.queries) == 2
+
+
+@pytest.mark.gen_test
+async def test_a_send_woken_for_a_connection_lost_before_it_ran_waits_for_the_next_one():
+    """Under load a connection may open and be lost again before a waiting send runs: that send must take the
+    next connection, not fail with "not connected" (seen once in the rolling-restart test)."""
+    stream = Stream("ws://127.0.0.1:9", StreamOptions())
+    waiting = asyncio.ensure_future(stream.connection(5.0))
+    await asyncio.sleep(0.01)  # the send waits
+    first, second = object(), object()
+    stream._ws = first
+    stream._ready.set()  # opened ...
+    stream._ws = None
+    stream._ready.clear()  # ... and lost, before the waiter ran
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    stream._ws = second
+    stream._ready.set()
+    assert await asyncio.wait_for(waiting, 1) is second
+    assert await stream.connection(0.01) is second
+    stream._ws = None
+    stream._ready.clear()
+    assert await stream.connection(0.05) is None  # nothing within the timeout
