@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -45,3 +46,26 @@ def call_each_now(
                 spawn(result)
         except Exception:
             logger.exception(failure, *failure_args)
+
+
+class Spawned:
+    """``spawn`` for :func:`call_each_now` (and a broker's other work): each awaitable runs as a task, held until
+    it ends, its failure logged."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def cancel(self) -> None:
+        """Cancel every task still running (the broker closes)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a broker's task (an async listener, a connection) failed", exc_info=task.exception())

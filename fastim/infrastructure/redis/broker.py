@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 
 from fastim.domain.codec import encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
-from fastim.infrastructure.listeners import call_each_now
+from fastim.infrastructure.listeners import Spawned, call_each_now
 from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.backoff import BACKOFF_CAP_SECONDS, BACKOFF_INITIAL_SECONDS, backoff_seconds
 from fastim.infrastructure.redis.batcher import Commands
@@ -86,7 +86,7 @@ class RedisBroker:
         self._dirty: set[str] = set()  # channels whose listeners changed since the connection last looked
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}  # callers awaiting a channel's confirmation
         self._to_resume: set[str] = set()  # groups confirmed late, with nobody waiting: they catch up
-        self._spawned: set[asyncio.Task[None]] = set()  # async listeners running
+        self._spawn = Spawned()  # async listeners running
         self._wakeup = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
         self._down = False  # the connection was lost (or never made): events may have been missed
@@ -193,8 +193,7 @@ class RedisBroker:
         if subscriber is not None:
             subscriber.close("closing")
         self._release_waiters()
-        for task in list(self._spawned):
-            task.cancel()
+        self._spawn.cancel()
 
     # -- what the subscriber reports (SubscriberEvents) ------------------------------------------
 
@@ -416,12 +415,3 @@ class RedisBroker:
         self._reconnects += 1
         call_each_now(self._resume_listeners, groups, failure="a resume listener failed", spawn=self._spawn)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._spawned.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._spawned.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("an async listener failed", exc_info=task.exception())

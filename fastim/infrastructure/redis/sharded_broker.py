@@ -22,12 +22,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 
 from fastim.domain.codec import encode_event, encode_notice
 from fastim.domain.model import Event, Notice
 from fastim.domain.ports import EventListener, NoticeListener, ResumeListener
-from fastim.infrastructure.listeners import call_each_now
+from fastim.infrastructure.listeners import Spawned, call_each_now
 from fastim.infrastructure.redis.client import STORAGE_ERRORS, describe, storage_errors
 from fastim.infrastructure.redis import payloads
 from fastim.infrastructure.redis.backoff import backoff_seconds
@@ -228,7 +228,7 @@ class ShardedBroker:
         self._to_resume: set[str] = set()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._spawned: set[asyncio.Task[None]] = set()
+        self.spawn = Spawned()  # what the shards start (connections) and async listeners
         self._reconnects = 0
         self.closed = False
         cluster.on_map_change(self._map_changed)
@@ -309,24 +309,13 @@ class ShardedBroker:
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.cancel()
-        for spawned in list(self._spawned):
-            spawned.cancel()
+        self.spawn.cancel()
 
     # -- what the shards call ------------------------------------------------------------------
 
     def wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
-
-    def spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._spawned.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._spawned.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a pub/sub task failed", exc_info=task.exception())
 
     def reconnected(self) -> None:
         self._reconnects += 1
