@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import tornado.httpserver
 import tornado.web
@@ -106,3 +107,14 @@ class HookServer:
         self.release()
         await asyncio.sleep(0)
         await asyncio.wait_for(self._server.close_all_connections(), 5.0)
+
+
+@contextlib.contextmanager
+def serving(io_loop, server: HookServer) -> Iterator[HookServer]:
+    """``server`` started in the test's loop (a fixture's ``with``), stopped when the block ends."""
+
+    async def start() -> HookServer:
+        return server.start()
+
+    yield io_loop.run_sync(start)
+    io_loop.run_sync(server.stop)

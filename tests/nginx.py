@@ -14,7 +14,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO_ROOT
+from tests.processes import REPO_ROOT, terminate
 from tests.redis_server import redis_required
 
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
@@ -146,14 +145,7 @@ class NginxProcess:
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
-        return process.returncode
+        return terminate(process, STOP_TIMEOUT_S)
 
     def __enter__(self) -> "NginxProcess":
         return self.start()

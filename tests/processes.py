@@ -41,6 +41,18 @@ def child_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return environ
 
 
+def terminate(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int | None:
+    """SIGTERM a process we started, then SIGKILL if it has not exited in ``timeout``; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    return process.returncode
+
+
 def http_status(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -159,14 +171,7 @@ class ServeProcess:
         if process is None:
             return None
         try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=timeout)
-            return process.returncode
+            return terminate(process, timeout)
         finally:
             if self._stderr_file is not None:
                 self._stderr_file.close()

@@ -9,7 +9,7 @@ import pytest
 
 from fastim.domain.errors import HookFailed, MessageRejected
 from fastim.infrastructure.http_hook import MAX_ANSWER_BYTES, HttpPublishHook
-from tests.hook_server import HookServer
+from tests.hook_server import HookServer, serving
 from tests.processes import free_port
 
 TIMEOUT_S = 0.5
@@ -17,13 +17,8 @@ TIMEOUT_S = 0.5
 
 @pytest.fixture
 def hook_server(io_loop):
-    server = io_loop.run_sync(lambda: _started(HookServer()))
-    yield server
-    io_loop.run_sync(server.stop)
-
-
-async def _started(server: HookServer) -> HookServer:
-    return server.start()
+    with serving(io_loop, HookServer()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.hook_server import HookServer
+from tests.hook_server import HookServer, serving
 from tests.interfaces.ws_client import Client
 from tests.processes import free_port
 
@@ -29,13 +29,8 @@ def moderate(request: dict) -> tuple[int, bytes]:
 
 @pytest.fixture
 def hook_server(io_loop):
-    server = io_loop.run_sync(lambda: _started(HookServer(moderate)))
-    yield server
-    io_loop.run_sync(server.stop)
-
-
-async def _started(server: HookServer) -> HookServer:
-    return server.start()
+    with serving(io_loop, HookServer(moderate)) as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,6 +11,8 @@ from fastim.app import make_app
 from fastim.container import build_container, close_container
 from fastim.infrastructure.clock import ManualClock
 from fastim.infrastructure.sql.engine import migrate
+from tests.interfaces.http_client import Api
+from tests.interfaces.ws_client import Client
 from tests.settings_factory import make_settings
 
 
@@ -58,3 +61,28 @@ def container(request, backend_name, node_settings, clock, io_loop):
 @pytest.fixture
 def app(container):
     return make_app(container)
+
+
+@pytest.fixture
+def node(container, http_server, base_url, http_client):
+    """The node under test: its container, its chat sockets, its HTTP API."""
+    return Node(container, base_url, Api(http_client, base_url))
+
+
+class Node:
+    def __init__(self, container, base_url, api):
+        self.container, self.base_url, self.api = container, base_url, api
+
+    async def chat(self, group, user, token="any"):
+        return await Client.connect(self.base_url, f"/group/chat/{group}/{user}/{token}")
+
+    async def joined(self, group, user, token="any"):
+        """A chat socket past its snapshot."""
+        client = await self.chat(group, user, token)
+        await client.json()
+        return client
+
+    async def get(self, path, headers):
+        """An API call with ``headers``; (status, decoded body)."""
+        response = await self.api.call(path, {}, headers)
+        return response.code, json.loads(response.body)

@@ -7,28 +7,7 @@ import asyncio
 import pytest
 
 from tests.contract.conftest import wait_for
-from tests.interfaces.http_client import Api
 from tests.interfaces.ws_client import Client
-
-
-@pytest.fixture
-def node(container, http_server, base_url, http_client):
-    return Node(container, base_url, Api(http_client, base_url))
-
-
-class Node:
-    def __init__(self, container, base_url, api):
-        self.container, self.base_url, self.api = container, base_url, api
-
-    async def chat(self, group, user, token="any"):
-        client = await Client.connect(self.base_url, f"/group/chat/{group}/{user}/{token}")
-        return client
-
-    async def joined(self, group, user, token="any"):
-        """A chat socket past its snapshot."""
-        client = await self.chat(group, user, token)
-        await client.json()
-        return client
 
 
 @pytest.mark.gen_test

@@ -9,7 +9,6 @@ import time
 import jwt
 import pytest
 
-from tests.interfaces.http_client import Api
 from tests.interfaces.ws_client import Client
 
 SECRET = "the-tests-hs256-secret-0123456789abcdef"
@@ -27,23 +26,6 @@ def backend_name(request):
 @pytest.fixture
 def node_settings():
     return {"auth__jwt_secret": SECRET}
-
-
-@pytest.fixture
-def node(container, http_server, base_url, http_client):
-    return Node(container, base_url, Api(http_client, base_url))
-
-
-class Node:
-    def __init__(self, container, base_url, api):
-        self.container, self.base_url, self.api = container, base_url, api
-
-    async def chat(self, group, user, token):
-        return await Client.connect(self.base_url, f"/group/chat/{group}/{user}/{token}")
-
-    async def get(self, path, headers):
-        response = await self.api.call(path, {}, headers)
-        return response.code, json.loads(response.body)
 
 
 @pytest.mark.gen_test
