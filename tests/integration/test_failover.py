@@ -161,7 +161,9 @@ def check_resumed_in_time(group: Group, promoted_at: float) -> float:
     """How long after the promotion the watcher received the first message sent after it."""
     after = [at for at, frame in group.received if frame.get("info") in group.sent
              and group.sent[frame["info"]] >= promoted_at]
-    assert after, f"{group.name}: nothing sent after the promotion was delivered"
+    last = group.received[-1][0] - promoted_at if group.received else None
+    assert after, (f"{group.name}: nothing sent after the promotion was delivered ({group.refused} sends refused, "
+                   f"{len(group.acked)} acknowledged, the watcher's last frame at {last} s from the promotion)")
     waited = min(after) - promoted_at
     assert waited <= RESUME_WITHIN_S, f"{group.name}: delivery resumed {waited:.1f} s after the promotion"
     return waited
